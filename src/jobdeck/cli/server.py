@@ -1,0 +1,133 @@
+"""Commands that run or administer the service: serve, worker, db upgrade, token create."""
+
+import logging
+import os
+import signal
+import threading
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from jobdeck.cli.options import (
+    DEFAULT_DATA_DIR,
+    ConfigOption,
+    DataDirOption,
+    DbOption,
+    store_options,
+)
+from jobdeck.doors.native.app import create_asgi
+from jobdeck.engine.maintenance import Maintenance
+from jobdeck.service import ensure_admin_token, open_engine
+from jobdeck.worker.dispatcher import Dispatcher
+
+console = Console(stderr=True)
+db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
+token_app = typer.Typer(help="Bearer tokens.", no_args_is_help=True)
+
+
+def serve(
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Local worker processes (default: CPU count; 0: API only)."),
+    ] = None,
+    full_sync: Annotated[
+        bool,
+        typer.Option(
+            "--full-sync",
+            help="SQLite synchronous=FULL: survive power loss too, at an fsync per commit.",
+        ),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "warning",
+) -> None:
+    """Run the service: the API, upkeep and local workers, in one process."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    engine = open_engine(store_options(data_dir, db, config, full_sync=full_sync))
+    engine.start()
+    token, created = ensure_admin_token(engine, data_dir)
+    maintenance = Maintenance(engine)
+    maintenance.start()
+    count = os.cpu_count() or 1 if workers is None else workers
+    dispatcher = Dispatcher(engine, processes=count) if count > 0 else None
+    if dispatcher is not None:
+        dispatcher.start()
+    store = "PostgreSQL" if db else f"SQLite in {data_dir.resolve()}"
+    console.print(
+        f"jobdeck serving on [bold]http://{host}:{port}/api/v1[/] ({store}, {count} workers)"
+    )
+    console.print(f"API documentation: http://{host}:{port}/docs")
+    if created:
+        console.print(f"admin token (kept in {data_dir / 'admin-token'}): [bold]{token}[/]")
+    else:
+        console.print(f"admin token: in {data_dir / 'admin-token'}")
+    try:
+        uvicorn.run(create_asgi(engine), host=host, port=port, log_level=log_level)
+    finally:
+        if dispatcher is not None:
+            dispatcher.stop()
+        maintenance.stop()
+        engine.close()
+
+
+def worker(
+    db: Annotated[
+        str,
+        typer.Option("--db", envvar="JOBDECK_DB", help="The shared PostgreSQL URL."),
+    ],
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    config: ConfigOption = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: CPU count).")
+    ] = None,
+) -> None:
+    """Run worker processes against a shared PostgreSQL, beside `jobdeck serve` elsewhere.
+
+    Results are written under the data directory's results/; share it with the API nodes.
+    """
+    if not db.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        raise typer.BadParameter("jobdeck worker needs a PostgreSQL URL", param_hint="--db")
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s")
+    engine = open_engine(store_options(data_dir, db, config))
+    engine.start()
+    maintenance = Maintenance(engine)
+    maintenance.start()
+    dispatcher = Dispatcher(engine, processes=workers or os.cpu_count() or 1)
+    dispatcher.start()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    console.print(f"jobdeck worker {dispatcher.worker_id} running")
+    stop.wait()
+    console.print("stopping: finishing running tasks")
+    dispatcher.stop()
+    maintenance.stop()
+    engine.close()
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDirOption = DEFAULT_DATA_DIR, db: DbOption = None) -> None:
+    """Apply the database migrations."""
+    open_engine(store_options(data_dir, db)).db.dispose()
+    console.print("database is up to date")
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Argument(help="The user the token acts for.")],
+    admin: Annotated[bool, typer.Option("--admin", help="An admin sees every job.")] = False,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    db: DbOption = None,
+) -> None:
+    """Create a bearer token for USER and print it (it is shown once)."""
+    engine = open_engine(store_options(data_dir, db))
+    engine.start()
+    try:
+        print(engine.create_token(user, admin=admin))
+    finally:
+        engine.close()

@@ -1,0 +1,1 @@
+"""Front doors: each protocol translated onto the engine."""

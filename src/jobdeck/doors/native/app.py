@@ -1,0 +1,453 @@
+"""The native JSON API under ``/api/v1``: a thin translation of HTTP onto the engine.
+
+Handlers parse, call the engine and shape the response; no rule lives here. Every error is
+JSON ``{code, message, detail}`` with a fitting status — never a stack trace.
+"""
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jobdeck import __version__
+from jobdeck.domain.errors import Forbidden, JobdeckError, Unauthorized
+from jobdeck.domain.phases import ACTIVE_PHASES, Phase, Status
+from jobdeck.domain.records import (
+    CompleteRequest,
+    ErrorBody,
+    FailRequest,
+    JobBatchCreate,
+    JobBatchCreated,
+    JobCreate,
+    JobList,
+    JobRecord,
+    JobUpdate,
+    LogPage,
+    MessageCreate,
+    QueueRequest,
+    ResultRef,
+    StartRequest,
+    Stats,
+    TimelineEntry,
+    TokenCreate,
+    TokenCreated,
+)
+from jobdeck.engine.engine import Engine, ListFilter, Principal
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 32 * 1024 * 1024
+PREFIX = "/api/v1"
+
+
+class JobTypeInfo(BaseModel):
+    """A job type this service runs."""
+
+    name: str
+    kind: str
+    description: str
+    parameters: dict[str, dict[str, Any]]
+    task_parameters: dict[str, str]
+
+
+def error_response(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
+    """The native API's error format."""
+    body = ErrorBody(code=code, message=message, detail=detail)
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+class BodyLimit:
+    """Refuse request bodies over a size, whether or not they declare their length."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> MutableMapping[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        response = error_response(
+            413, "payload_too_large", f"request bodies are limited to {self.limit} bytes"
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def get_engine(request: Request) -> Engine:
+    """The engine this app serves."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    """The caller, from ``Authorization: Bearer <token>``."""
+    if not authorization:
+        raise Unauthorized("an Authorization: Bearer <token> header is required")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    principal = get_engine(request).authenticate(token.strip())
+    if principal is None:
+        raise Unauthorized("the token is not valid")
+    return principal
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+JobIdPath = Annotated[str, "the job id"]
+
+
+def job_url(request: Request, job_id: str) -> str:
+    """The absolute URL of a job."""
+    return str(request.url_for("get_job", job_id=job_id))
+
+
+router = APIRouter(prefix=PREFIX)
+
+
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobRecord,
+    summary="Create a job",
+    responses={422: {"model": ErrorBody}},
+)
+def create_job(
+    body: JobCreate,
+    request: Request,
+    response: Response,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobRecord:
+    """Create a job; ``start: true`` queues it at once. An ``Idempotency-Key`` header makes a
+    retry return the job the first request created."""
+    record = engine.create_job(principal, body, idempotency_key=idempotency_key)
+    response.headers["Location"] = job_url(request, record.id)
+    return record
+
+
+@router.post(
+    "/jobs/batch", status_code=201, response_model=JobBatchCreated, summary="Create many jobs"
+)
+def create_jobs(
+    body: JobBatchCreate,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobBatchCreated:
+    """Create many jobs in one request and one transaction."""
+    return engine.create_jobs(principal, body.jobs, idempotency_key=idempotency_key)
+
+
+@router.get("/jobs", response_model=JobList, summary="List jobs, newest first")
+def list_jobs(
+    request: Request,
+    response: Response,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    phase: Annotated[list[Phase] | None, Query(description="Repeat for several.")] = None,
+    status: Status | None = None,
+    job_type: str | None = None,
+    run_id: str | None = None,
+    after: Annotated[datetime | None, Query(description="Created after (ISO 8601).")] = None,
+    before: Annotated[datetime | None, Query(description="Created before (ISO 8601).")] = None,
+    owner: Annotated[str | None, Query(description="Admins only: this owner's jobs.")] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobList:
+    """A page of the caller's jobs (an admin's: everyone's), with a ``Link`` to the next."""
+    if owner is not None and not principal.admin:
+        raise Forbidden("only admins may list another owner's jobs")
+    filters = ListFilter(
+        phases=phase or (),
+        status=status,
+        job_type=job_type,
+        run_id=run_id,
+        after=after,
+        before=before,
+        owner=owner,
+    )
+    page = engine.list_jobs(principal, filters, cursor=cursor, limit=limit)
+    if page.next_cursor is not None:
+        url = request.url.include_query_params(cursor=page.next_cursor)
+        response.headers["Link"] = f'<{url}>; rel="next"'
+    return page
+
+
+@router.get("/jobs/{job_id}", response_model=JobRecord, summary="Get a job")
+async def get_job(
+    job_id: str,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    wait: Annotated[
+        float | None,
+        Query(
+            description="Block up to this many seconds (capped) until the phase changes; "
+            "only while the job is active.",
+            ge=0,
+        ),
+    ] = None,
+) -> JobRecord:
+    """The full record of a job."""
+    record = await run_in_threadpool(engine.get_job, principal, job_id)
+    if wait and record.phase in ACTIVE_PHASES:
+        await engine.wait_for_change(principal, job_id, timeout=wait, phase=record.phase)
+        record = await run_in_threadpool(engine.get_job, principal, job_id)
+    return record
+
+
+@router.patch("/jobs/{job_id}", response_model=JobRecord, summary="Change a job")
+def update_job(
+    job_id: str, body: JobUpdate, engine: EngineDep, principal: PrincipalDep
+) -> JobRecord:
+    """Change fields of a job; parameters and limits only while it is PENDING."""
+    return engine.update_job(principal, job_id, body)
+
+
+@router.delete("/jobs/{job_id}", status_code=204, summary="Delete a job")
+def delete_job(job_id: str, engine: EngineDep, principal: PrincipalDep) -> Response:
+    """Delete a job with its record and results; a running job is killed first."""
+    engine.delete_job(principal, job_id)
+    return Response(status_code=204)
+
+
+@router.post("/jobs/{job_id}/run", response_model=JobRecord, summary="Queue a job")
+def run_job(job_id: str, engine: EngineDep, principal: PrincipalDep) -> JobRecord:
+    """PENDING → QUEUED (UWS PHASE=RUN)."""
+    return engine.run(principal, job_id)
+
+
+@router.post("/jobs/{job_id}/abort", response_model=JobRecord, summary="Abort a job")
+def abort_job(job_id: str, engine: EngineDep, principal: PrincipalDep) -> JobRecord:
+    """Abort a job; its running tasks are killed. A finished job stays as it is."""
+    return engine.abort(principal, job_id)
+
+
+@router.post("/jobs/{job_id}/copy", status_code=201, response_model=JobRecord, summary="Copy a job")
+def copy_job(
+    job_id: str, request: Request, response: Response, engine: EngineDep, principal: PrincipalDep
+) -> JobRecord:
+    """A new PENDING job with the same type, parameters and limits."""
+    record = engine.copy_job(principal, job_id)
+    response.headers["Location"] = job_url(request, record.id)
+    return record
+
+
+@router.post("/jobs/{job_id}/queue", response_model=JobRecord, summary="Queue (external job)")
+def queue_job(
+    job_id: str, body: QueueRequest, engine: EngineDep, principal: PrincipalDep
+) -> JobRecord:
+    """PENDING → QUEUED, with the message id of the runner's queue."""
+    return engine.run(principal, job_id, message_id=body.message_id)
+
+
+@router.post("/jobs/{job_id}/start", response_model=JobRecord, summary="Start (external job)")
+def start_job(
+    job_id: str, body: StartRequest, engine: EngineDep, principal: PrincipalDep
+) -> JobRecord:
+    """QUEUED → EXECUTING, for a job driven by its owner."""
+    return engine.start_external(principal, job_id, body.start_time)
+
+
+@router.post("/jobs/{job_id}/complete", response_model=JobRecord, summary="Complete (external job)")
+def complete_job(
+    job_id: str, body: CompleteRequest, engine: EngineDep, principal: PrincipalDep
+) -> JobRecord:
+    """EXECUTING → COMPLETED with results, for a job driven by its owner."""
+    return engine.complete_external(principal, job_id, body)
+
+
+@router.post("/jobs/{job_id}/fail", response_model=JobRecord, summary="Fail (external job)")
+def fail_job(
+    job_id: str, body: FailRequest, engine: EngineDep, principal: PrincipalDep
+) -> JobRecord:
+    """→ ERROR with errors, for a job driven by its owner."""
+    return engine.fail_external(principal, job_id, body)
+
+
+@router.post("/jobs/{job_id}/messages", response_model=JobRecord, summary="Add a message")
+def add_message(
+    job_id: str, body: MessageCreate, engine: EngineDep, principal: PrincipalDep
+) -> JobRecord:
+    """Add a message to the job's record."""
+    return engine.add_message(principal, job_id, body)
+
+
+@router.get(
+    "/jobs/{job_id}/timeline", response_model=list[TimelineEntry], summary="A job's timeline"
+)
+def get_timeline(job_id: str, engine: EngineDep, principal: PrincipalDep) -> list[TimelineEntry]:
+    """Every phase the job reached, oldest first."""
+    return engine.get_job(principal, job_id).timeline
+
+
+@router.get("/jobs/{job_id}/results", response_model=list[ResultRef], summary="A job's results")
+def list_results(job_id: str, engine: EngineDep, principal: PrincipalDep) -> list[ResultRef]:
+    """The job's results."""
+    return engine.get_job(principal, job_id).results
+
+
+@router.get("/jobs/{job_id}/results/{result_id:path}", summary="Download a result")
+def get_result(job_id: str, result_id: str, engine: EngineDep, principal: PrincipalDep) -> Response:
+    """The result's bytes, or a redirect to where it is held."""
+    path, ref = engine.result_file(principal, job_id, result_id)
+    if path is None:
+        if ref.url is None:
+            raise JobdeckError(f"result {result_id!r} has neither a file nor a URL")
+        return RedirectResponse(ref.url, status_code=303)
+    return FileResponse(path, media_type=ref.mime_type or "application/octet-stream")
+
+
+@router.get("/jobs/{job_id}/logs", response_model=LogPage, summary="A job's log")
+def get_logs(
+    job_id: str,
+    engine: EngineDep,
+    principal: PrincipalDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    level: str = "debug",
+) -> LogPage:
+    """Log lines after ``offset`` at ``level`` or above; read on from ``next_offset``."""
+    return engine.logs(principal, job_id, offset=offset, limit=limit, level=level)
+
+
+@router.get("/stats", response_model=Stats, summary="Job counts by phase")
+def get_stats(engine: EngineDep, principal: PrincipalDep) -> Stats:
+    """How many jobs the caller can see, by phase."""
+    return Stats(phases=engine.stats(principal))
+
+
+@router.get("/job-types", response_model=list[JobTypeInfo], summary="Job types")
+def get_job_types(engine: EngineDep, principal: PrincipalDep) -> list[JobTypeInfo]:
+    """The job types this service runs, with their parameters."""
+    return [
+        JobTypeInfo(
+            name=t.name,
+            kind=t.kind,
+            description=t.description,
+            parameters={
+                name: {"type": p.type, "default": p.default, "description": p.description}
+                for name, p in t.parameters.items()
+            },
+            task_parameters=t.task_parameters,
+        )
+        for t in engine.job_types.values()
+    ]
+
+
+@router.post("/tokens", status_code=201, response_model=TokenCreated, summary="Create a token")
+def create_token(body: TokenCreate, engine: EngineDep, principal: PrincipalDep) -> TokenCreated:
+    """Create a bearer token for a user (admins only). It is shown once."""
+    if not principal.admin:
+        raise Forbidden("only admins may create tokens")
+    token = engine.create_token(body.user, admin=body.admin)
+    return TokenCreated(user=body.user, admin=body.admin, token=token)
+
+
+@router.get("/health", summary="Liveness", include_in_schema=True)
+def health() -> dict[str, str]:
+    """Answers while the service runs. Needs no token."""
+    return {"status": "ok", "version": __version__}
+
+
+def _validation_message(errors: list[Any]) -> str:
+    first = errors[0] if errors else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg"))
+
+
+def create_app(engine: Engine, *, threads: int = 64) -> FastAPI:
+    """The native API app over ``engine`` (which the caller starts and closes)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Handlers block on the group-commit writer; more threads means bigger batches.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
+    app = FastAPI(
+        title="jobdeck",
+        version=__version__,
+        description="A durable, asynchronous job service. Native JSON API.",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.include_router(router)
+
+    @app.exception_handler(JobdeckError)
+    async def _jobdeck_error(_request: Request, error: JobdeckError) -> JSONResponse:
+        response = error_response(
+            error.http_status, error.code, error.message, error.detail or None
+        )
+        if error.http_status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in error.errors()
+        ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return error_response(400, "malformed_json", "the request body is not valid JSON")
+        return error_response(
+            422, "validation_failed", _validation_message(errors), {"errors": errors}
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return error_response(error.status_code, code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, error: Exception) -> JSONResponse:
+        log.exception("internal error", exc_info=error)
+        return error_response(500, "internal", "internal error; the server log has the details")
+
+    return app
+
+
+def create_asgi(engine: Engine) -> Any:
+    """The app wrapped in the body limit, as uvicorn runs it."""
+    return BodyLimit(create_app(engine), MAX_BODY_BYTES)

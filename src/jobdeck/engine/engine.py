@@ -1,0 +1,1394 @@
+"""The engine: every change of a job's state goes through here.
+
+State changes run on the :class:`~jobdeck.engine.writer.Writer` thread as guarded updates
+(``UPDATE … WHERE phase IN (allowed)``), so that a race — an abort against a completion, a
+rescue against a late finish — resolves in the database, never by whoever wrote last. Every
+phase change appends its timeline entry in the same transaction. Reads do not go through the
+writer: they use pooled connections and see what has been committed.
+"""
+
+import asyncio
+import hashlib
+import logging
+import random
+import secrets
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import Engine as Database
+from sqlalchemy.exc import IntegrityError
+
+from jobdeck.domain.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
+from jobdeck.domain.ids import new_job_id
+from jobdeck.domain.jobtypes import JobType
+from jobdeck.domain.parameters import typed
+from jobdeck.domain.phases import (
+    ACTIVE_PHASES,
+    FINAL_PHASES,
+    Phase,
+    Status,
+    TaskState,
+    check_transition,
+    status_of,
+)
+from jobdeck.domain.records import (
+    CompleteRequest,
+    Execution,
+    FailRequest,
+    JobBatchCreated,
+    JobCreate,
+    JobError,
+    JobList,
+    JobRecord,
+    JobRef,
+    JobSummary,
+    JobUpdate,
+    LogEntry,
+    LogPage,
+    Message,
+    MessageCreate,
+    ProgressValue,
+    ResultRef,
+    TimelineEntry,
+    TypedParameter,
+)
+from jobdeck.engine.notifier import Notifier
+from jobdeck.engine.settings import EngineSettings
+from jobdeck.engine.writer import Tx, Writer
+from jobdeck.store.database import is_sqlite
+from jobdeck.store.schema import job_events, job_logs, job_notes, job_results, jobs, tasks, tokens
+
+log = logging.getLogger(__name__)
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_SUMMARY_COLUMNS = (
+    jobs.c.seq,
+    jobs.c.id,
+    jobs.c.name,
+    jobs.c.job_type,
+    jobs.c.owner,
+    jobs.c.run_id,
+    jobs.c.phase,
+    jobs.c.status,
+    jobs.c.priority,
+    jobs.c.creation_time,
+    jobs.c.updated_time,
+    jobs.c.start_time,
+    jobs.c.end_time,
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a user, and whether they are an admin (who sees every job)."""
+
+    user: str
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """A task a worker has claimed, with all it needs to run it."""
+
+    task_seq: int
+    job_seq: int
+    job_id: str
+    task_index: int
+    job_type: str
+    parameters: dict[str, Any]
+    json_parameters: Any
+    execution_duration: float
+    attempt: int
+    results_dir: Path
+
+
+@dataclass
+class TaskOutcome:
+    """How a task ended, as a worker reports it."""
+
+    task_seq: int
+    worker_id: str
+    ok: bool
+    error: JobError | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    """Files written: ``{"path": relative to the task's results dir, "size", "mime_type"}``."""
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A line of a task's log."""
+
+    job_seq: int
+    task_index: int | None
+    level: str
+    timestamp: datetime
+    message: str
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Which jobs to list."""
+
+    phases: Sequence[Phase] = ()
+    status: Status | None = None
+    job_type: str | None = None
+    run_id: str | None = None
+    after: datetime | None = None
+    before: datetime | None = None
+    owner: str | None = None
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a bearer token (tokens are random, so a fast hash suffices)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Engine:
+    """The rules of jobs, over one store."""
+
+    def __init__(self, db: Database, settings: EngineSettings | None = None) -> None:
+        self.db = db
+        self.settings = settings or EngineSettings()
+        self.notifier = Notifier(db)
+        self.writer = Writer(db, notifier=self.notifier)
+        self._sqlite = is_sqlite(db)
+        self._token_cache: dict[str, tuple[Principal | None, float]] = {}
+        self._durations: dict[str, tuple[float | None, float]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the writer and the change notifier."""
+        self.notifier.start()
+        self.writer.start()
+
+    def close(self) -> None:
+        """Finish pending writes and stop."""
+        self.writer.stop()
+        self.notifier.stop()
+
+    @property
+    def job_types(self) -> dict[str, JobType]:
+        """The job types this engine accepts."""
+        return self.settings.job_types
+
+    # ------------------------------------------------------------------ auth
+
+    def create_token(self, user: str, *, admin: bool = False) -> str:
+        """Create a bearer token for ``user``; only its hash is kept."""
+        token = "jd_" + secrets.token_urlsafe(32)
+        self.add_token(token, user, admin=admin)
+        return token
+
+    def add_token(self, token: str, user: str, *, admin: bool = False) -> None:
+        """Store (the hash of) a given token for ``user``, if it is not stored yet."""
+        digest = hash_token(token)
+
+        def op(tx: Tx) -> None:
+            found = tx.conn.execute(
+                select(tokens.c.token_hash).where(tokens.c.token_hash == digest)
+            ).first()
+            if found is None:
+                tx.conn.execute(
+                    insert(tokens).values(token_hash=digest, user=user, admin=admin, created=tx.now)
+                )
+
+        self.writer.run(op)
+        self._token_cache.pop(digest, None)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal a token stands for, or None."""
+        digest = hash_token(token)
+        now = time.monotonic()
+        cached = self._token_cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        with self.db.connect() as conn:
+            row = conn.execute(
+                select(tokens.c.user, tokens.c.admin).where(tokens.c.token_hash == digest)
+            ).first()
+        principal = Principal(row.user, bool(row.admin)) if row else None
+        if len(self._token_cache) > 10_000:
+            self._token_cache.clear()
+        self._token_cache[digest] = (principal, now + self.settings.token_cache_seconds)
+        return principal
+
+    # ------------------------------------------------------------------ creating jobs
+
+    def create_jobs(
+        self,
+        principal: Principal,
+        requests: Sequence[JobCreate],
+        *,
+        idempotency_key: str | None = None,
+    ) -> JobBatchCreated:
+        """Create jobs in one transaction; with ``idempotency_key``, a retry returns the same."""
+        now = datetime.now().astimezone()
+        prepared = [self._prepare(principal, request, now) for request in requests]
+
+        def op(tx: Tx) -> JobBatchCreated:
+            if idempotency_key is not None:
+                found = tx.conn.execute(
+                    select(jobs.c.id, jobs.c.phase, jobs.c.seq)
+                    .where(jobs.c.owner == principal.user)
+                    .where(jobs.c.idempotency_key.like(idempotency_key + "%"))
+                    .order_by(jobs.c.seq)
+                ).all()
+                if found:
+                    return JobBatchCreated(
+                        jobs=[JobRef(id=row.id, phase=Phase(row.phase)) for row in found]
+                    )
+                for index, (row, _tasks) in enumerate(prepared):
+                    row["idempotency_key"] = (
+                        idempotency_key if len(prepared) == 1 else f"{idempotency_key}#{index}"
+                    )
+            return self._insert_jobs(tx, prepared)
+
+        try:
+            return self.writer.run(op)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # Another process inserted the same key between our check and our insert.
+            return self.writer.run(op)
+
+    def create_job(
+        self, principal: Principal, request: JobCreate, *, idempotency_key: str | None = None
+    ) -> JobRecord:
+        """Create one job and return its record."""
+        created = self.create_jobs(principal, [request], idempotency_key=idempotency_key)
+        return self.get_job(principal, created.jobs[0].id)
+
+    def _prepare(
+        self, principal: Principal, request: JobCreate, now: datetime
+    ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        job_type = self._job_type(request.job_type)
+        parameters = self._parameters(job_type, request.parameters)
+        tasks_ = job_type.expand_tasks(parameters) if job_type and request.start else None
+        default_duration = job_type.execution_duration if job_type else 0
+        row = {
+            "id": new_job_id(),
+            "name": request.name or (request.job_type or "job"),
+            "description": request.description,
+            "job_type": request.job_type,
+            "owner": principal.user,
+            "created_by": principal.user,
+            "updated_by": principal.user,
+            "run_id": request.run_id,
+            "priority": request.priority,
+            "destruction_time": self._destruction(request.destruction_time, now),
+            "execution_duration": self._duration(
+                request.execution_duration
+                if request.execution_duration is not None
+                else default_duration
+            ),
+            "parameters": parameters,
+            "json_parameters": request.json_parameters,
+            "max_retries_per_task": request.max_retries_per_task,
+            "max_failed_tasks": request.max_failed_tasks,
+            "task_count": len(tasks_) if tasks_ is not None else 0,
+            "phase": Phase.QUEUED if request.start else Phase.PENDING,
+            "status": Status.WAITING,
+            "idempotency_key": None,
+        }
+        task_rows = (
+            [{"task_index": i, "parameters": p} for i, p in enumerate(tasks_)]
+            if tasks_ is not None
+            else None
+        )
+        return row, task_rows
+
+    def _job_type(self, name: str | None) -> JobType | None:
+        if name is None:
+            return None
+        job_type = self.job_types.get(name)
+        if job_type is None:
+            known = ", ".join(sorted(self.job_types))
+            raise ValidationFailed(
+                f"unknown job type {name!r}; known types: {known}",
+                known_types=sorted(self.job_types),
+            )
+        return job_type
+
+    @staticmethod
+    def _parameters(job_type: JobType | None, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        plain = {k: v.model_dump() if isinstance(v, TypedParameter) else v for k, v in raw.items()}
+        if job_type is not None:
+            return job_type.validate(plain)
+        return {name: typed(name, value, None) for name, value in plain.items()}
+
+    def _destruction(self, requested: datetime | None, now: datetime) -> datetime:
+        latest = now + self.settings.max_destruction
+        if requested is None:
+            return min(now + self.settings.default_destruction, latest)
+        if requested <= now:
+            raise ValidationFailed(
+                "destruction_time must be in the future", field="destruction_time"
+            )
+        return min(requested, latest)
+
+    def _duration(self, seconds: int) -> int:
+        cap = self.settings.max_execution_duration
+        if cap and (seconds == 0 or seconds > cap):
+            return cap
+        return seconds
+
+    def _insert_jobs(
+        self, tx: Tx, prepared: list[tuple[dict[str, Any], list[dict[str, Any]] | None]]
+    ) -> JobBatchCreated:
+        rows = []
+        for row, _tasks in prepared:
+            rows.append({**row, "creation_time": tx.now, "updated_time": tx.now})
+        seqs = tx.conn.execute(
+            insert(jobs).returning(jobs.c.seq, sort_by_parameter_order=True), rows
+        ).scalars()
+        events = []
+        task_rows = []
+        for seq, (row, job_tasks) in zip(seqs, prepared, strict=True):
+            events.append(self._event(seq, Phase.PENDING, "api", tx.now))
+            if row["phase"] is Phase.QUEUED:
+                events.append(self._event(seq, Phase.QUEUED, "api", tx.now))
+                for task in job_tasks or ():
+                    task_rows.append(self._task_row(seq, task, row["priority"], tx.now))
+        tx.conn.execute(insert(job_events), events)
+        if task_rows:
+            tx.conn.execute(insert(tasks), task_rows)
+            tx.changes.tasks_ready = True
+        return JobBatchCreated(
+            jobs=[JobRef(id=row["id"], phase=row["phase"]) for row, _tasks in prepared]
+        )
+
+    @staticmethod
+    def _event(seq: int, phase: Phase | str, source: str, now: datetime) -> dict[str, Any]:
+        return {"job_seq": seq, "phase": str(phase), "source": source, "timestamp": now}
+
+    @staticmethod
+    def _task_row(
+        job_seq: int, task: dict[str, Any], priority: int, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "job_seq": job_seq,
+            "task_index": task["task_index"],
+            "parameters": task["parameters"],
+            "state": TaskState.READY,
+            "priority": priority,
+            "attempts": 0,
+            "run_after": now,
+        }
+
+    # ------------------------------------------------------------------ changing jobs
+
+    def _load(self, tx: Tx, principal: Principal, job_id: str) -> Row[Any]:
+        query = select(jobs).where(jobs.c.id == job_id)
+        if not principal.admin:
+            query = query.where(jobs.c.owner == principal.user)
+        if not self._sqlite:
+            query = query.with_for_update()
+        row = tx.conn.execute(query).first()
+        if row is None:
+            raise NotFound(f"no job {job_id}", job_id=job_id)
+        return row
+
+    def _set_phase(
+        self,
+        tx: Tx,
+        seqs: Iterable[int],
+        target: Phase,
+        *,
+        source: str,
+        allowed_from: Iterable[Phase],
+        where: Any = None,
+        values: dict[str, Any] | None = None,
+    ) -> list[Row[Any]]:
+        """Move the jobs still in ``allowed_from`` to ``target``; return ``(seq, id)`` moved."""
+        seqs = list(seqs)
+        if not seqs:
+            return []
+        changes: dict[str, Any] = {"phase": target, "updated_time": tx.now, **(values or {})}
+        if target is not Phase.ARCHIVED:
+            changes["status"] = status_of(target)
+        if target in FINAL_PHASES and target is not Phase.ARCHIVED:
+            changes.setdefault("end_time", tx.now)
+        statement = (
+            update(jobs)
+            .where(jobs.c.seq.in_(seqs), jobs.c.phase.in_([str(p) for p in allowed_from]))
+            .values(changes)
+            .returning(jobs.c.seq, jobs.c.id)
+        )
+        if where is not None:
+            statement = statement.where(where)
+        moved = tx.conn.execute(statement).all()
+        if moved:
+            tx.conn.execute(
+                insert(job_events), [self._event(r.seq, target, source, tx.now) for r in moved]
+            )
+            tx.changes.jobs.update(r.id for r in moved)
+        return list(moved)
+
+    def _note_error(self, tx: Tx, job_seq: int, error: JobError) -> None:
+        tx.conn.execute(
+            insert(job_notes).values(
+                job_seq=job_seq,
+                kind="error",
+                source=error.source,
+                level="error",
+                message=error.message,
+                error_code=error.error_code,
+                error_type=error.type,
+                detail=error.detail,
+                timestamp=tx.now,
+            )
+        )
+
+    def _note_message(
+        self, tx: Tx, job_seq: int, source: str, message: str, level: str = "info"
+    ) -> None:
+        tx.conn.execute(
+            insert(job_notes).values(
+                job_seq=job_seq,
+                kind="message",
+                source=source,
+                level=level,
+                message=message,
+                timestamp=tx.now,
+            )
+        )
+
+    def _queue(self, tx: Tx, row: Row[Any], *, source: str, message_id: str | None) -> None:
+        """PENDING → QUEUED: the job's tasks become claimable."""
+        check_transition(Phase(row.phase), Phase.QUEUED, actor="client")
+        job_type = self._job_type(row.job_type)
+        job_tasks = job_type.expand_tasks(row.parameters) if job_type else []
+        values: dict[str, Any] = {"task_count": len(job_tasks), "updated_by": source}
+        if message_id is not None:
+            values["message_id"] = message_id
+        moved = self._set_phase(
+            tx,
+            [row.seq],
+            Phase.QUEUED,
+            source="api",
+            allowed_from=[Phase.PENDING],
+            values=values,
+        )
+        if moved and job_tasks:
+            tx.conn.execute(
+                insert(tasks),
+                [
+                    self._task_row(
+                        row.seq, {"task_index": i, "parameters": p}, row.priority, tx.now
+                    )
+                    for i, p in enumerate(job_tasks)
+                ],
+            )
+            tx.changes.tasks_ready = True
+
+    def _change(self, principal: Principal, job_id: str, change: Any) -> JobRecord:
+        """Run ``change(tx, row)`` on the writer, then return the job's record."""
+
+        def op(tx: Tx) -> None:
+            change(tx, self._load(tx, principal, job_id))
+
+        self.writer.run(op)
+        return self.get_job(principal, job_id)
+
+    def run(self, principal: Principal, job_id: str, *, message_id: str | None = None) -> JobRecord:
+        """Queue a PENDING job (UWS PHASE=RUN); a HELD job resumes executing."""
+
+        def change(tx: Tx, row: Row[Any]) -> None:
+            if row.phase == Phase.HELD:
+                self._set_phase(
+                    tx, [row.seq], Phase.EXECUTING, source="api", allowed_from=[Phase.HELD]
+                )
+                return
+            self._queue(tx, row, source=principal.user, message_id=message_id)
+
+        return self._change(principal, job_id, change)
+
+    def abort(self, principal: Principal, job_id: str) -> JobRecord:
+        """Abort a job; a job that has already finished stays as it is."""
+
+        def change(tx: Tx, row: Row[Any]) -> None:
+            phase = Phase(row.phase)
+            if phase in FINAL_PHASES or phase is Phase.UNKNOWN:
+                return
+            check_transition(phase, Phase.ABORTED, actor="client")
+            self._abort(tx, [row.seq], source="api", reason=f"aborted by {principal.user}")
+
+        return self._change(principal, job_id, change)
+
+    def _abort(self, tx: Tx, seqs: list[int], *, source: str, reason: str) -> list[Row[Any]]:
+        moved = self._set_phase(
+            tx,
+            seqs,
+            Phase.ABORTED,
+            source=source,
+            allowed_from=[Phase.PENDING, Phase.QUEUED, Phase.EXECUTING],
+        )
+        moved_seqs = [r.seq for r in moved]
+        self._cancel_tasks(tx, moved_seqs)
+        for seq in moved_seqs:
+            self._note_error(tx, seq, JobError(source=source, message=reason, error_code="aborted"))
+        return moved
+
+    def _cancel_tasks(self, tx: Tx, job_seqs: list[int]) -> None:
+        """Cancel the unfinished tasks of these jobs; running ones are killed by their workers."""
+        if not job_seqs:
+            return
+        running = tx.conn.execute(
+            update(tasks)
+            .where(tasks.c.job_seq.in_(job_seqs), tasks.c.state == TaskState.RUNNING)
+            .values(state=TaskState.CANCELLED, ended_at=tx.now, lease_expires=None)
+            .returning(tasks.c.seq)
+        ).scalars()
+        tx.changes.tasks_cancelled.update(running)
+        tx.conn.execute(
+            update(tasks)
+            .where(
+                tasks.c.job_seq.in_(job_seqs),
+                tasks.c.state.in_([TaskState.READY, TaskState.PENDING]),
+            )
+            .values(state=TaskState.CANCELLED, ended_at=tx.now)
+        )
+
+    def update_job(self, principal: Principal, job_id: str, request: JobUpdate) -> JobRecord:
+        """Change a job's fields; parameters only while it is PENDING."""
+        given = request.model_fields_set
+        now = datetime.now().astimezone()
+
+        def change(tx: Tx, row: Row[Any]) -> None:
+            values: dict[str, Any] = {"updated_time": tx.now, "updated_by": principal.user}
+            for name in ("name", "description", "run_id", "json_parameters"):
+                if name in given:
+                    values[name] = getattr(request, name)
+            limits = {"parameters", "execution_duration"} & given
+            if limits and row.phase != Phase.PENDING:
+                raise InvalidTransition(
+                    f"parameters and limits may change only while PENDING, not {row.phase}",
+                    phase=row.phase,
+                )
+            if "parameters" in given and request.parameters is not None:
+                job_type = self._job_type(row.job_type)
+                merged = {**{k: v for k, v in row.parameters.items()}, **request.parameters}
+                values["parameters"] = self._parameters(job_type, merged)
+            if "execution_duration" in given and request.execution_duration is not None:
+                values["execution_duration"] = self._duration(request.execution_duration)
+            if "destruction_time" in given and request.destruction_time is not None:
+                values["destruction_time"] = self._destruction(request.destruction_time, now)
+            if "priority" in given and request.priority is not None:
+                values["priority"] = request.priority
+                tx.conn.execute(
+                    update(tasks)
+                    .where(tasks.c.job_seq == row.seq, tasks.c.state == TaskState.READY)
+                    .values(priority=request.priority)
+                )
+            tx.conn.execute(update(jobs).where(jobs.c.seq == row.seq).values(values))
+            tx.changes.jobs.add(row.id)
+
+        return self._change(principal, job_id, change)
+
+    def delete_job(self, principal: Principal, job_id: str) -> None:
+        """Delete a job, its record and its results; a running job is killed first."""
+
+        def op(tx: Tx) -> None:
+            row = self._load(tx, principal, job_id)
+            self._cancel_tasks(tx, [row.seq])
+            for table in (job_events, job_notes, job_results, job_logs, tasks):
+                tx.conn.execute(delete(table).where(table.c.job_seq == row.seq))
+            tx.conn.execute(delete(jobs).where(jobs.c.seq == row.seq))
+            tx.changes.jobs.add(row.id)
+
+        self.writer.run(op)
+        shutil.rmtree(self.settings.results_dir / job_id, ignore_errors=True)
+
+    def copy_job(self, principal: Principal, job_id: str) -> JobRecord:
+        """A new PENDING job with the same type, parameters and limits."""
+        source = self.get_job(principal, job_id)
+        request = JobCreate(
+            name=source.name,
+            description=source.description,
+            job_type=source.job_type,
+            parameters={k: v for k, v in source.parameters.items()},
+            json_parameters=source.json_parameters,
+            run_id=source.run_id,
+            priority=source.priority,
+            execution_duration=source.execution_duration,
+            max_retries_per_task=source.max_retries_per_task,
+            max_failed_tasks=source.max_failed_tasks,
+        )
+        now = datetime.now().astimezone()
+        row, job_tasks = self._prepare(principal, request, now)
+        row["source_job_id"] = source.id
+        created = self.writer.run(lambda tx: self._insert_jobs(tx, [(row, job_tasks)]))
+        return self.get_job(principal, created.jobs[0].id)
+
+    def add_message(self, principal: Principal, job_id: str, request: MessageCreate) -> JobRecord:
+        """Add a message to a job's record."""
+
+        def change(tx: Tx, row: Row[Any]) -> None:
+            self._note_message(tx, row.seq, principal.user, request.message, request.level)
+
+        return self._change(principal, job_id, change)
+
+    # ------------------------------------------------------------------ externally driven jobs
+
+    @staticmethod
+    def _external(row: Row[Any]) -> None:
+        if row.job_type is not None:
+            raise Conflict(
+                f"job {row.id} is run by jobdeck's workers (type {row.job_type}); "
+                "only a job without job_type is driven through the API"
+            )
+
+    def start_external(
+        self, principal: Principal, job_id: str, start_time: datetime | None
+    ) -> JobRecord:
+        """QUEUED → EXECUTING, reported by the job's owner."""
+
+        def change(tx: Tx, row: Row[Any]) -> None:
+            self._external(row)
+            check_transition(Phase(row.phase), Phase.EXECUTING, actor="service")
+            self._set_phase(
+                tx,
+                [row.seq],
+                Phase.EXECUTING,
+                source="api",
+                allowed_from=[Phase.QUEUED],
+                values={"start_time": start_time or tx.now},
+            )
+
+        return self._change(principal, job_id, change)
+
+    def complete_external(
+        self, principal: Principal, job_id: str, request: CompleteRequest
+    ) -> JobRecord:
+        """EXECUTING → COMPLETED with results. An ABORTED job keeps its phase and the results."""
+
+        def change(tx: Tx, row: Row[Any]) -> None:
+            self._external(row)
+            if row.phase != Phase.ABORTED:
+                check_transition(Phase(row.phase), Phase.COMPLETED, actor="service")
+                self._set_phase(
+                    tx,
+                    [row.seq],
+                    Phase.COMPLETED,
+                    source="api",
+                    allowed_from=[Phase.EXECUTING],
+                )
+            self._store_results(
+                tx,
+                row.seq,
+                [r.model_dump() | {"path": None} for r in request.results],
+            )
+
+        return self._change(principal, job_id, change)
+
+    def fail_external(self, principal: Principal, job_id: str, request: FailRequest) -> JobRecord:
+        """PENDING/QUEUED/EXECUTING → ERROR with errors. An ABORTED job keeps its phase."""
+
+        def change(tx: Tx, row: Row[Any]) -> None:
+            self._external(row)
+            if row.phase != Phase.ABORTED:
+                check_transition(Phase(row.phase), Phase.ERROR, actor="service")
+                self._set_phase(
+                    tx,
+                    [row.seq],
+                    Phase.ERROR,
+                    source="api",
+                    allowed_from=[Phase.PENDING, Phase.QUEUED, Phase.EXECUTING],
+                )
+            for error in request.errors:
+                self._note_error(tx, row.seq, error)
+
+        return self._change(principal, job_id, change)
+
+    def _store_results(self, tx: Tx, job_seq: int, results: list[dict[str, Any]]) -> None:
+        if not results:
+            return
+        existing = set(
+            tx.conn.execute(
+                select(job_results.c.result_id).where(job_results.c.job_seq == job_seq)
+            ).scalars()
+        )
+        rows = []
+        for result in results:
+            if result["id"] in existing:
+                continue
+            existing.add(result["id"])
+            rows.append(
+                {
+                    "job_seq": job_seq,
+                    "result_id": result["id"],
+                    "url": result.get("url"),
+                    "path": result.get("path"),
+                    "size": result.get("size"),
+                    "mime_type": result.get("mime_type"),
+                }
+            )
+        if rows:
+            tx.conn.execute(insert(job_results), rows)
+
+    # ------------------------------------------------------------------ workers' side
+
+    def claim_tasks(self, worker_id: str, limit: int) -> list[ClaimedTask]:
+        """Claim up to ``limit`` runnable tasks in queue order, with a lease."""
+        return self.writer.run(lambda tx: self._claim(tx, worker_id, limit))
+
+    def _claim(self, tx: Tx, worker_id: str, limit: int) -> list[ClaimedTask]:
+        candidates = (
+            select(tasks.c.seq)
+            .where(tasks.c.state == TaskState.READY, tasks.c.run_after <= tx.now)
+            .order_by(tasks.c.priority.desc(), tasks.c.seq)
+            .limit(limit)
+        )
+        if not self._sqlite:
+            candidates = candidates.with_for_update(skip_locked=True)
+        claimed = tx.conn.execute(
+            update(tasks)
+            .where(tasks.c.seq.in_(candidates.scalar_subquery()))
+            .values(
+                state=TaskState.RUNNING,
+                worker_id=worker_id,
+                lease_expires=tx.now + timedelta(seconds=self.settings.lease_seconds),
+                attempts=tasks.c.attempts + 1,
+                started_at=tx.now,
+            )
+            .returning(
+                tasks.c.seq,
+                tasks.c.job_seq,
+                tasks.c.task_index,
+                tasks.c.parameters,
+                tasks.c.attempts,
+                tasks.c.priority,
+            )
+        ).all()
+        if not claimed:
+            return []
+        job_seqs = {row.job_seq for row in claimed}
+        job_rows = {
+            row.seq: row
+            for row in tx.conn.execute(
+                select(
+                    jobs.c.seq,
+                    jobs.c.id,
+                    jobs.c.job_type,
+                    jobs.c.parameters,
+                    jobs.c.json_parameters,
+                    jobs.c.execution_duration,
+                    jobs.c.task_count,
+                ).where(jobs.c.seq.in_(job_seqs))
+            )
+        }
+        self._set_phase(
+            tx,
+            job_seqs,
+            Phase.EXECUTING,
+            source=f"worker:{worker_id}",
+            allowed_from=[Phase.QUEUED],
+            values={"start_time": tx.now},
+        )
+        result = []
+        for row in sorted(claimed, key=lambda r: (-r.priority, r.seq)):
+            job = job_rows[row.job_seq]
+            values = {name: p["value"] for name, p in job.parameters.items()}
+            values.update(row.parameters)
+            job_dir = self.settings.results_dir / job.id
+            result.append(
+                ClaimedTask(
+                    task_seq=row.seq,
+                    job_seq=row.job_seq,
+                    job_id=job.id,
+                    task_index=row.task_index,
+                    job_type=job.job_type,
+                    parameters=values,
+                    json_parameters=job.json_parameters,
+                    execution_duration=float(job.execution_duration or 0),
+                    attempt=row.attempts,
+                    results_dir=job_dir if job.task_count <= 1 else job_dir / str(row.task_index),
+                )
+            )
+        return result
+
+    def heartbeat(self, worker_id: str, task_seqs: Sequence[int]) -> set[int]:
+        """Extend the leases of these tasks; return those that are still this worker's."""
+        if not task_seqs:
+            return set()
+
+        def op(tx: Tx) -> set[int]:
+            return set(
+                tx.conn.execute(
+                    update(tasks)
+                    .where(
+                        tasks.c.seq.in_(task_seqs),
+                        tasks.c.state == TaskState.RUNNING,
+                        tasks.c.worker_id == worker_id,
+                    )
+                    .values(lease_expires=tx.now + timedelta(seconds=self.settings.lease_seconds))
+                    .returning(tasks.c.seq)
+                ).scalars()
+            )
+
+        return self.writer.run(op)
+
+    def release_tasks(self, worker_id: str, task_seqs: Sequence[int]) -> None:
+        """Give back tasks this worker will not run (shutting down); the attempt does not count."""
+        if not task_seqs:
+            return
+
+        def op(tx: Tx) -> None:
+            released = tx.conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.seq.in_(task_seqs),
+                    tasks.c.state == TaskState.RUNNING,
+                    tasks.c.worker_id == worker_id,
+                )
+                .values(
+                    state=TaskState.READY,
+                    worker_id=None,
+                    lease_expires=None,
+                    attempts=tasks.c.attempts - 1,
+                    run_after=tx.now,
+                )
+                .returning(tasks.c.seq)
+            ).all()
+            tx.changes.tasks_ready = bool(released)
+
+        self.writer.run(op)
+
+    def finish_tasks(self, outcomes: Sequence[TaskOutcome]) -> None:
+        """Record how tasks ended, in one transaction; jobs whose tasks are done finish."""
+        if outcomes:
+            self.writer.run(lambda tx: self._finish(tx, outcomes, source=None))
+
+    def _finish(self, tx: Tx, outcomes: Sequence[TaskOutcome], *, source: str | None) -> None:
+        conn = tx.conn
+        rows = {
+            row.seq: row
+            for row in conn.execute(
+                select(
+                    tasks.c.seq,
+                    tasks.c.job_seq,
+                    tasks.c.task_index,
+                    tasks.c.state,
+                    tasks.c.worker_id,
+                    tasks.c.attempts,
+                    jobs.c.id.label("job_id"),
+                    jobs.c.task_count,
+                    jobs.c.max_retries_per_task,
+                )
+                .join(jobs, jobs.c.seq == tasks.c.job_seq)
+                .where(tasks.c.seq.in_([o.task_seq for o in outcomes]))
+            )
+        }
+        succeeded: list[TaskOutcome] = []
+        failed: list[TaskOutcome] = []
+        retried: list[TaskOutcome] = []
+        late: list[TaskOutcome] = []
+        for outcome in outcomes:
+            row = rows.get(outcome.task_seq)
+            if row is None:
+                continue  # its job was deleted
+            if row.state != TaskState.RUNNING or row.worker_id != outcome.worker_id:
+                # Cancelled under it (abort): keep what it produced. Re-claimed elsewhere
+                # after its lease lapsed: the other run's report is the one that counts.
+                if row.state == TaskState.CANCELLED:
+                    late.append(outcome)
+                continue
+            if outcome.ok:
+                succeeded.append(outcome)
+            elif self._retries_left(row, outcome.error):
+                retried.append(outcome)
+            else:
+                failed.append(outcome)
+
+        by_job: Counter[int] = Counter()
+        failed_by_job: Counter[int] = Counter()
+        for group, state in ((succeeded, TaskState.SUCCEEDED), (failed, TaskState.FAILED)):
+            if not group:
+                continue
+            done = conn.execute(
+                update(tasks)
+                .where(
+                    tasks.c.seq.in_([o.task_seq for o in group]),
+                    tasks.c.state == TaskState.RUNNING,
+                )
+                .values(state=state, ended_at=tx.now, lease_expires=None)
+                .returning(tasks.c.job_seq)
+            ).scalars()
+            (by_job if state == TaskState.SUCCEEDED else failed_by_job).update(done)
+        for outcome in retried:
+            row = rows[outcome.task_seq]
+            delay = self._backoff(row.attempts)
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.seq == outcome.task_seq, tasks.c.state == TaskState.RUNNING)
+                .values(
+                    state=TaskState.READY,
+                    worker_id=None,
+                    lease_expires=None,
+                    run_after=tx.now + timedelta(seconds=delay),
+                )
+            )
+            error = outcome.error or JobError(message="failed")
+            who = source or f"worker:{outcome.worker_id}"
+            conn.execute(
+                insert(job_events).values(self._event(row.job_seq, "RETRYING", who, tx.now))
+            )
+            self._note_message(
+                tx,
+                row.job_seq,
+                who,
+                f"task {row.task_index} attempt {row.attempts} failed ({error.error_code}: "
+                f"{error.message}); retrying in {delay:.1f} s",
+                "warning",
+            )
+            tx.changes.tasks_ready = True
+
+        for outcome in failed + late:
+            row = rows[outcome.task_seq]
+            if outcome.error is not None and outcome.error.error_code != "aborted":
+                self._note_error(tx, row.job_seq, outcome.error)
+        for outcome in succeeded + failed + late:
+            row = rows[outcome.task_seq]
+            prefix = "" if row.task_count <= 1 else f"{row.task_index}/"
+            self._store_results(
+                tx,
+                row.job_seq,
+                [
+                    {
+                        "id": prefix + result["path"],
+                        "path": prefix + result["path"],
+                        "size": result.get("size"),
+                        "mime_type": result.get("mime_type"),
+                    }
+                    for result in outcome.results
+                ],
+            )
+
+        counts: list[dict[str, Any]] = [
+            {"s": seq, "ok": by_job[seq], "bad": failed_by_job[seq], "now": tx.now}
+            for seq in set(by_job) | set(failed_by_job)
+        ]
+        if not counts:
+            return
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.seq == bindparam("s"))
+            .values(
+                tasks_succeeded=jobs.c.tasks_succeeded + bindparam("ok"),
+                tasks_failed=jobs.c.tasks_failed + bindparam("bad"),
+                updated_time=bindparam("now"),
+            ),
+            counts,
+        )
+        touched: list[int] = [c["s"] for c in counts]
+        errored = self._set_phase(
+            tx,
+            [s for s in touched if failed_by_job[s]],
+            Phase.ERROR,
+            source=source or "scheduler",
+            allowed_from=[Phase.EXECUTING],
+            where=jobs.c.tasks_failed > jobs.c.max_failed_tasks,
+        )
+        self._cancel_tasks(tx, [r.seq for r in errored])
+        self._set_phase(
+            tx,
+            touched,
+            Phase.COMPLETED,
+            source=source or "scheduler",
+            allowed_from=[Phase.EXECUTING],
+            where=jobs.c.tasks_succeeded + jobs.c.tasks_failed >= jobs.c.task_count,
+        )
+
+    def _retries_left(self, row: Any, error: JobError | None) -> bool:
+        if error is None or error.type != "transient":
+            return False
+        limit = row.max_retries_per_task
+        if error.error_code == "worker_lost":
+            limit = max(limit, self.settings.lost_task_retries)
+        return bool(row.attempts <= limit)
+
+    def _backoff(self, attempts: int) -> float:
+        """Exponential backoff with jitter, so that retries of many tasks spread out."""
+        base = self.settings.retry_base_delay * 2 ** max(0, attempts - 1)
+        return float(min(self.settings.retry_max_delay, base) * random.uniform(0.75, 1.25))
+
+    def rescue_lapsed(self, *, limit: int = 1000) -> int:
+        """Retry or fail running tasks whose lease has lapsed (their worker died)."""
+
+        def op(tx: Tx) -> int:
+            lapsed = tx.conn.execute(
+                select(tasks.c.seq, tasks.c.worker_id)
+                .where(tasks.c.state == TaskState.RUNNING, tasks.c.lease_expires < tx.now)
+                .limit(limit)
+            ).all()
+            outcomes = [
+                TaskOutcome(
+                    task_seq=row.seq,
+                    worker_id=row.worker_id,
+                    ok=False,
+                    error=JobError(
+                        source="rescuer",
+                        message=f"the lease of worker {row.worker_id} lapsed",
+                        error_code="worker_lost",
+                        type="transient",
+                    ),
+                )
+                for row in lapsed
+            ]
+            if outcomes:
+                self._finish(tx, outcomes, source="rescuer")
+            return len(outcomes)
+
+        return self.writer.run(op)
+
+    def append_logs(self, lines: Sequence[LogLine]) -> None:
+        """Store log lines (without waiting for the commit)."""
+        if lines:
+            rows = [line.__dict__ for line in lines]
+            self.writer.submit(lambda tx: tx.conn.execute(insert(job_logs), rows))
+
+    def set_progress(self, job_seq: int, label: str, value: int, max_value: int) -> None:
+        """Record a progress counter of a job (without waiting for the commit)."""
+
+        def op(tx: Tx) -> None:
+            current = tx.conn.execute(select(jobs.c.progress).where(jobs.c.seq == job_seq)).scalar()
+            progress = dict(current or {})
+            progress[label] = {"value": value, "max_value": max_value}
+            tx.conn.execute(update(jobs).where(jobs.c.seq == job_seq).values(progress=progress))
+
+        self.writer.submit(op)
+
+    # ------------------------------------------------------------------ maintenance
+
+    def archive_expired(self, *, limit: int = 1000) -> int:
+        """Archive jobs past their destruction time: results deleted, record kept."""
+
+        def op(tx: Tx) -> list[Row[Any]]:
+            due = tx.conn.execute(
+                select(jobs.c.seq, jobs.c.id, jobs.c.phase)
+                .where(jobs.c.phase != Phase.ARCHIVED, jobs.c.destruction_time <= tx.now)
+                .limit(limit)
+            ).all()
+            active = [row.seq for row in due if row.phase in ACTIVE_PHASES]
+            self._abort(tx, active, source="sweeper", reason="destruction time reached")
+            seqs = [row.seq for row in due]
+            if seqs:
+                tx.conn.execute(delete(job_results).where(job_results.c.job_seq.in_(seqs)))
+            return self._set_phase(
+                tx,
+                seqs,
+                Phase.ARCHIVED,
+                source="sweeper",
+                allowed_from=[Phase.COMPLETED, Phase.ERROR, Phase.ABORTED, Phase.UNKNOWN],
+            )
+
+        archived = self.writer.run(op)
+        for row in archived:
+            shutil.rmtree(self.settings.results_dir / row.id, ignore_errors=True)
+        return len(archived)
+
+    # ------------------------------------------------------------------ reading
+
+    def _visible(self, principal: Principal, query: Any) -> Any:
+        return query if principal.admin else query.where(jobs.c.owner == principal.user)
+
+    def get_job(self, principal: Principal, job_id: str) -> JobRecord:
+        """The full record of a job the principal may see."""
+        with self.db.connect() as conn:
+            row = conn.execute(
+                self._visible(principal, select(jobs).where(jobs.c.id == job_id))
+            ).first()
+            if row is None:
+                raise NotFound(f"no job {job_id}", job_id=job_id)
+            return self._record(conn, row)
+
+    def job_phase(self, principal: Principal, job_id: str) -> Phase:
+        """Just the phase of a job (cheap: for waiting)."""
+        with self.db.connect() as conn:
+            phase = conn.execute(
+                self._visible(principal, select(jobs.c.phase).where(jobs.c.id == job_id))
+            ).scalar()
+        if phase is None:
+            raise NotFound(f"no job {job_id}", job_id=job_id)
+        return Phase(phase)
+
+    def _record(self, conn: Connection, row: Row[Any]) -> JobRecord:
+        seq = row.seq
+        timeline = [
+            TimelineEntry(status=e.phase, source=e.source, timestamp=e.timestamp)
+            for e in conn.execute(
+                select(job_events.c.phase, job_events.c.source, job_events.c.timestamp)
+                .where(job_events.c.job_seq == seq)
+                .order_by(job_events.c.seq)
+            )
+        ]
+        messages: list[Message] = []
+        errors: list[JobError] = []
+        for note in conn.execute(
+            select(job_notes).where(job_notes.c.job_seq == seq).order_by(job_notes.c.seq)
+        ):
+            if note.kind == "error":
+                errors.append(
+                    JobError(
+                        source=note.source,
+                        message=note.message,
+                        error_code=note.error_code,
+                        type=note.error_type or "fatal",
+                        detail=note.detail,
+                    )
+                )
+            else:
+                messages.append(
+                    Message(
+                        source=note.source,
+                        message=note.message,
+                        level=note.level,
+                        timestamp=note.timestamp,
+                    )
+                )
+        results = [
+            ResultRef(id=r.result_id, url=r.url, size=r.size, mime_type=r.mime_type)
+            for r in conn.execute(
+                select(job_results).where(job_results.c.job_seq == seq).order_by(job_results.c.seq)
+            )
+        ]
+        counts = {
+            state: count
+            for state, count in conn.execute(
+                select(tasks.c.state, func.count())
+                .where(tasks.c.job_seq == seq)
+                .group_by(tasks.c.state)
+            )
+        }
+        progress = {label: ProgressValue(**value) for label, value in (row.progress or {}).items()}
+        progress["tasks"] = ProgressValue(
+            value=row.tasks_succeeded + row.tasks_failed, max_value=row.task_count
+        )
+        position = self._queue_position(conn, row) if row.phase == Phase.QUEUED else None
+        return JobRecord(
+            id=row.id,
+            name=row.name,
+            description=row.description,
+            job_type=row.job_type,
+            owner=row.owner,
+            created_by=row.created_by,
+            updated_by=row.updated_by,
+            run_id=row.run_id,
+            source_job_id=row.source_job_id,
+            message_id=row.message_id,
+            phase=Phase(row.phase),
+            status=Status(row.status),
+            priority=row.priority,
+            queue_position=position,
+            quote=self._quote(conn, row, position),
+            creation_time=row.creation_time,
+            updated_time=row.updated_time,
+            start_time=row.start_time,
+            end_time=row.end_time,
+            destruction_time=row.destruction_time,
+            execution_duration=row.execution_duration,
+            parameters={k: TypedParameter(**v) for k, v in row.parameters.items()},
+            json_parameters=row.json_parameters,
+            timeline=timeline,
+            messages=messages,
+            errors=errors,
+            results=results,
+            execution=Execution(progress=progress),
+            max_retries_per_task=row.max_retries_per_task,
+            max_failed_tasks=row.max_failed_tasks,
+            task_status_counts=counts,
+        )
+
+    @staticmethod
+    def _queue_position(conn: Connection, row: Row[Any]) -> int:
+        """Jobs ahead in the queue: two index range counts, not a scan of the queue."""
+        ahead = conn.execute(
+            select(func.count()).where(jobs.c.phase == Phase.QUEUED, jobs.c.priority > row.priority)
+        ).scalar_one()
+        same = conn.execute(
+            select(func.count()).where(
+                jobs.c.phase == Phase.QUEUED,
+                jobs.c.priority == row.priority,
+                jobs.c.seq < row.seq,
+            )
+        ).scalar_one()
+        return int(ahead + same)
+
+    def _quote(self, conn: Connection, row: Row[Any], position: int | None) -> datetime | None:
+        """Expected completion: the recent mean duration of this job type, times the queue."""
+        if row.job_type is None or row.phase not in (Phase.QUEUED, Phase.EXECUTING):
+            return None
+        mean = self._mean_duration(conn, row.job_type)
+        if mean is None:
+            return None
+        now = datetime.now().astimezone()
+        if row.phase == Phase.EXECUTING:
+            expected: datetime = (row.start_time or now) + timedelta(seconds=mean)
+            return max(expected, now)
+        running = conn.execute(
+            select(func.count()).where(tasks.c.state == TaskState.RUNNING)
+        ).scalar_one()
+        rounds = (position or 0) // max(1, running) + 1
+        return now + timedelta(seconds=mean * rounds)
+
+    def _mean_duration(self, conn: Connection, job_type: str) -> float | None:
+        cached = self._durations.get(job_type)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        recent = conn.execute(
+            select(jobs.c.start_time, jobs.c.end_time)
+            .where(jobs.c.job_type == job_type, jobs.c.phase == Phase.COMPLETED)
+            .order_by(jobs.c.seq.desc())
+            .limit(20)
+        ).all()
+        spans = [(r.end_time - r.start_time).total_seconds() for r in recent if r.start_time]
+        mean = sum(spans) / len(spans) if spans else None
+        self._durations[job_type] = (mean, time.monotonic() + 10)
+        return mean
+
+    def list_jobs(
+        self,
+        principal: Principal,
+        filters: ListFilter,
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> JobList:
+        """A page of jobs, newest first; ``next_cursor`` continues it."""
+        query = select(*_SUMMARY_COLUMNS)
+        if principal.admin:
+            if filters.owner is not None:
+                query = query.where(jobs.c.owner == filters.owner)
+        else:
+            query = query.where(jobs.c.owner == principal.user)
+        if filters.phases:
+            query = query.where(jobs.c.phase.in_([str(p) for p in filters.phases]))
+        if filters.status is not None:
+            query = query.where(jobs.c.status == filters.status)
+        if filters.job_type is not None:
+            query = query.where(jobs.c.job_type == filters.job_type)
+        if filters.run_id is not None:
+            query = query.where(jobs.c.run_id == filters.run_id)
+        if filters.after is not None:
+            query = query.where(jobs.c.creation_time > filters.after)
+        if filters.before is not None:
+            query = query.where(jobs.c.creation_time < filters.before)
+        if cursor is not None:
+            try:
+                query = query.where(jobs.c.seq < int(cursor))
+            except ValueError:
+                raise ValidationFailed(f"not a cursor: {cursor!r}", field="cursor") from None
+        query = query.order_by(jobs.c.seq.desc()).limit(limit + 1)
+        with self.db.connect() as conn:
+            rows = conn.execute(query).all()
+        page = rows[:limit]
+        return JobList(
+            jobs=[JobSummary.model_validate(row._mapping) for row in page],
+            next_cursor=str(page[-1].seq) if len(rows) > limit else None,
+        )
+
+    def stats(self, principal: Principal) -> dict[str, int]:
+        """How many jobs the principal can see, by phase."""
+        query = self._visible(principal, select(jobs.c.phase, func.count()).group_by(jobs.c.phase))
+        with self.db.connect() as conn:
+            return {phase: count for phase, count in conn.execute(query)}
+
+    def result_file(
+        self, principal: Principal, job_id: str, result_id: str
+    ) -> tuple[Path | None, ResultRef]:
+        """Where a result's file is (None for a result held elsewhere, at its URL)."""
+        with self.db.connect() as conn:
+            row = conn.execute(
+                self._visible(
+                    principal,
+                    select(job_results, jobs.c.id.label("job_id"))
+                    .join(jobs, jobs.c.seq == job_results.c.job_seq)
+                    .where(jobs.c.id == job_id, job_results.c.result_id == result_id),
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"job {job_id} has no result {result_id!r}", result_id=result_id)
+        ref = ResultRef(id=row.result_id, url=row.url, size=row.size, mime_type=row.mime_type)
+        if row.path is None:
+            return None, ref
+        job_dir = (self.settings.results_dir / job_id).resolve()
+        path = (job_dir / row.path).resolve()
+        if not path.is_relative_to(job_dir) or not path.is_file():
+            raise NotFound(f"job {job_id} has no result {result_id!r}", result_id=result_id)
+        return path, ref
+
+    def logs(
+        self,
+        principal: Principal,
+        job_id: str,
+        *,
+        offset: int = 0,
+        limit: int = 1000,
+        level: str = "debug",
+    ) -> LogPage:
+        """Log lines of a job after ``offset``, at ``level`` or above."""
+        if level not in LOG_LEVELS:
+            raise ValidationFailed(
+                f"unknown log level {level!r}; known: {', '.join(LOG_LEVELS)}", field="level"
+            )
+        levels = LOG_LEVELS[LOG_LEVELS.index(level) :]
+        with self.db.connect() as conn:
+            seq = conn.execute(
+                self._visible(principal, select(jobs.c.seq).where(jobs.c.id == job_id))
+            ).scalar()
+            if seq is None:
+                raise NotFound(f"no job {job_id}", job_id=job_id)
+            query = (
+                select(job_logs)
+                .where(job_logs.c.job_seq == seq, job_logs.c.seq > offset)
+                .order_by(job_logs.c.seq)
+                .limit(limit)
+            )
+            if level != "debug":
+                query = query.where(job_logs.c.level.in_(levels))
+            rows = conn.execute(query).all()
+        return LogPage(
+            logs=[
+                LogEntry(
+                    offset=r.seq,
+                    task=r.task_index,
+                    level=r.level,
+                    timestamp=r.timestamp,
+                    message=r.message,
+                )
+                for r in rows
+            ],
+            next_offset=rows[-1].seq if rows else offset,
+        )
+
+    async def wait_for_change(
+        self, principal: Principal, job_id: str, *, timeout: float, phase: Phase
+    ) -> None:
+        """Return when the job leaves ``phase`` or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + min(timeout, self.settings.wait_cap)
+        while (remaining := deadline - time.monotonic()) > 0:
+            # Watch before looking, so that a change between the two is not missed.
+            with self.notifier.watch_job(job_id) as changed:
+                if await asyncio.to_thread(self.job_phase, principal, job_id) != phase:
+                    return
+                try:
+                    await asyncio.wait_for(changed.wait(), remaining)
+                except TimeoutError:
+                    return

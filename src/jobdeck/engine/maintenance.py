@@ -1,0 +1,58 @@
+"""Periodic upkeep: rescue tasks whose worker died, archive jobs past destruction time.
+
+Both are guarded updates, so every process that runs this may do so at once without harm.
+"""
+
+import logging
+import threading
+
+from jobdeck.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class Maintenance:
+    """A thread that runs the rescuer often and the archiver now and then."""
+
+    def __init__(
+        self, engine: Engine, *, rescue_every: float = 1.0, archive_every: float = 30.0
+    ) -> None:
+        self._engine = engine
+        self._rescue_every = rescue_every
+        self._archive_every = archive_every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the upkeep thread."""
+        self._thread = threading.Thread(target=self._loop, name="jobdeck-maintenance", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def run_once(self) -> tuple[int, int]:
+        """One round: (tasks rescued, jobs archived)."""
+        rescued = self._engine.rescue_lapsed()
+        archived = 0
+        while (count := self._engine.archive_expired()) > 0:
+            archived += count
+            if self._stop.is_set():
+                break
+        return rescued, archived
+
+    def _loop(self) -> None:
+        since_archive = self._archive_every  # archive once at start
+        while not self._stop.wait(self._rescue_every):
+            try:
+                self._engine.rescue_lapsed()
+                since_archive += self._rescue_every
+                if since_archive >= self._archive_every:
+                    since_archive = 0.0
+                    while self._engine.archive_expired() and not self._stop.is_set():
+                        pass
+            except Exception:
+                log.exception("maintenance round failed; trying again")

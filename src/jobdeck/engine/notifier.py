@@ -1,0 +1,156 @@
+"""Who waits on what: blocking GETs wait on a job, dispatchers on runnable or cancelled tasks.
+
+Changes made in this process wake waiters directly. Changes made by other processes arrive by
+PostgreSQL's LISTEN/NOTIFY, or, on SQLite, by watching ``PRAGMA data_version`` (one cheap
+query for the whole process, twice a second): then every waiter looks again.
+"""
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+import psycopg
+from sqlalchemy import Connection, Engine, text
+
+from jobdeck.engine.writer import Changes
+from jobdeck.store.database import is_sqlite
+
+log = logging.getLogger(__name__)
+CHANNEL = "jobdeck"
+_MAX_PAYLOAD = 7900  # PostgreSQL's limit is 8000 bytes
+
+
+def encode(changes: Changes) -> str:
+    """The NOTIFY payload for ``changes``; ``*`` when it would not fit."""
+    parts = []
+    if changes.tasks_ready:
+        parts.append("r")
+    if changes.jobs:
+        parts.append("j:" + ",".join(sorted(changes.jobs)))
+    if changes.tasks_cancelled:
+        parts.append("c:" + ",".join(str(seq) for seq in sorted(changes.tasks_cancelled)))
+    payload = ";".join(parts)
+    return payload if len(payload) <= _MAX_PAYLOAD and not changes.everything else "*"
+
+
+def decode(payload: str) -> Changes:
+    """The changes a NOTIFY payload names."""
+    if payload == "*":
+        return Changes(everything=True, tasks_ready=True)
+    changes = Changes()
+    for part in payload.split(";"):
+        if part == "r":
+            changes.tasks_ready = True
+        elif part.startswith("j:"):
+            changes.jobs.update(part[2:].split(","))
+        elif part.startswith("c:"):
+            changes.tasks_cancelled.update(int(seq) for seq in part[2:].split(","))
+    return changes
+
+
+class Notifier:
+    """Carries committed changes to the waiters of this process and to other processes."""
+
+    def __init__(self, db: Engine) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._job_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
+            defaultdict(set)
+        )
+        self._task_listeners: list[Callable[[Changes], None]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start hearing other processes' changes."""
+        target = self._watch_sqlite if is_sqlite(self._db) else self._listen_postgres
+        self._thread = threading.Thread(target=target, name="jobdeck-notifier", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop hearing other processes."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def add_task_listener(self, listener: Callable[[Changes], None]) -> None:
+        """Call ``listener`` (from another thread) whenever tasks may have changed."""
+        with self._lock:
+            self._task_listeners.append(listener)
+
+    def remove_task_listener(self, listener: Callable[[Changes], None]) -> None:
+        """Stop calling ``listener``."""
+        with self._lock:
+            if listener in self._task_listeners:
+                self._task_listeners.remove(listener)
+
+    @contextlib.contextmanager
+    def watch_job(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set when ``job_id`` changes, for as long as the block runs."""
+        event = asyncio.Event()
+        entry = (asyncio.get_running_loop(), event)
+        with self._lock:
+            self._job_waiters[job_id].add(entry)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                waiters = self._job_waiters.get(job_id)
+                if waiters is not None:
+                    waiters.discard(entry)
+                    if not waiters:
+                        del self._job_waiters[job_id]
+
+    def publish(self, changes: Changes, conn: Connection) -> None:
+        """Send ``changes`` to other processes (PostgreSQL only; delivered at commit)."""
+        if not is_sqlite(self._db):
+            conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": encode(changes)})
+
+    def wake(self, changes: Changes) -> None:
+        """Wake this process's waiters on ``changes``."""
+        with self._lock:
+            if changes.everything:
+                waiters = [w for ws in self._job_waiters.values() for w in ws]
+            else:
+                waiters = [w for j in changes.jobs for w in self._job_waiters.get(j, ())]
+            listeners = list(self._task_listeners)
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # a closed loop: its waiter is gone
+                loop.call_soon_threadsafe(event.set)
+        if changes.tasks_ready or changes.tasks_cancelled or changes.everything:
+            for listener in listeners:
+                listener(changes)
+
+    def _watch_sqlite(self) -> None:
+        last = None
+        while not self._stop.wait(0.5):
+            try:
+                with self._db.connect() as conn:
+                    version = conn.exec_driver_sql("PRAGMA data_version").scalar_one()
+                    conn.rollback()
+            except Exception:
+                log.exception("could not read SQLite's data_version")
+                continue
+            # data_version is per connection; a pooled one may differ, so any change wakes all.
+            if last is not None and version != last:
+                self.wake(Changes(everything=True, tasks_ready=True))
+            last = version
+
+    def _listen_postgres(self) -> None:
+        url = self._db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    # A reconnect may have missed notifications: everyone looks again.
+                    self.wake(Changes(everything=True, tasks_ready=True))
+                    while not self._stop.is_set():
+                        for notify in conn.notifies(timeout=0.5):
+                            self.wake(decode(notify.payload))
+            except Exception:
+                if not self._stop.is_set():
+                    log.exception("lost the LISTEN connection; reconnecting")
+                    self._stop.wait(1.0)

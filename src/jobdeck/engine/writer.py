@@ -1,0 +1,154 @@
+"""Group commit: one thread writes, and all that arrived while it was busy shares one commit.
+
+A caller hands over an operation (a function of a :class:`Tx`) and waits for its future; the
+future resolves only after the commit, so an acknowledgement always means "durable". Each
+operation runs in a savepoint, so one that fails leaves the others of its batch untouched.
+"""
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+from jobdeck.store.database import is_sqlite
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 2000
+
+
+@dataclass
+class Changes:
+    """What a committed batch changed, for those who wait on it."""
+
+    jobs: set[str] = field(default_factory=set)
+    tasks_ready: bool = False
+    tasks_cancelled: set[int] = field(default_factory=set)
+    everything: bool = False
+    """Something changed that is not itemised (another process wrote): everyone looks again."""
+
+    def merge(self, other: "Changes") -> None:
+        """Add ``other``'s changes to these."""
+        self.jobs |= other.jobs
+        self.tasks_ready = self.tasks_ready or other.tasks_ready
+        self.tasks_cancelled |= other.tasks_cancelled
+        self.everything = self.everything or other.everything
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.tasks_ready or self.tasks_cancelled or self.everything)
+
+
+@dataclass
+class Tx:
+    """An operation's view of the batch it runs in: the connection, the time, its changes."""
+
+    conn: Connection
+    now: datetime
+    changes: Changes
+
+
+Operation = Callable[[Tx], T]
+
+
+class ChangeSink(Protocol):
+    """Who hears of committed changes: inside the transaction, and after the commit."""
+
+    def publish(self, changes: Changes, conn: Connection) -> None:
+        """Tell other processes, as part of the transaction (PostgreSQL's NOTIFY)."""
+
+    def wake(self, changes: Changes) -> None:
+        """Wake those in this process who wait on these changes."""
+
+
+class Writer:
+    """The single writing thread of this process."""
+
+    def __init__(self, db: Engine, *, notifier: "ChangeSink") -> None:
+        self._db = db
+        self._queue: queue.SimpleQueue[tuple[Operation[Any], Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._notifier = notifier
+        self._thread: threading.Thread | None = None
+        self._options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(db) else {}
+
+    def start(self) -> None:
+        """Start the writing thread."""
+        self._thread = threading.Thread(target=self._loop, name="jobdeck-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish what was handed over, then stop."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def submit(self, operation: Operation[T]) -> "Future[T]":
+        """Hand over ``operation``; its future resolves once it is committed (or failed)."""
+        future: Future[T] = Future()
+        self._queue.put((operation, future))
+        return future
+
+    def run(self, operation: Operation[T]) -> T:
+        """Run ``operation`` and wait until it is committed."""
+        if self._thread is None or threading.current_thread() is self._thread:
+            raise RuntimeError("the writer is not running")
+        return self.submit(operation).result()
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[Operation[Any], "Future[Any]"]]) -> None:
+        outcomes: list[tuple[Future[Any], bool, Any]] = []
+        changes = Changes()
+        try:
+            connection = self._db.connect().execution_options(**self._options)
+            with connection as conn, conn.begin():
+                for operation, future in batch:
+                    tx = Tx(conn=conn, now=datetime.now(UTC), changes=Changes())
+                    try:
+                        with conn.begin_nested():
+                            result = operation(tx)
+                    except Exception as error:  # the operation's own failure
+                        outcomes.append((future, False, error))
+                    else:
+                        outcomes.append((future, True, result))
+                        changes.merge(tx.changes)
+                if changes:
+                    self._notifier.publish(changes, conn)
+        except Exception as error:
+            log.exception("a write batch of %d operations failed", len(batch))
+            for _operation, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for future, ok, value in outcomes:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        if changes:
+            self._notifier.wake(changes)

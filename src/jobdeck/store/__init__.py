@@ -1,0 +1,1 @@
+"""The job store: tables, database connections and migrations (SQLite or PostgreSQL)."""

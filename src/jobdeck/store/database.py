@@ -1,0 +1,80 @@
+"""Opening the database (SQLite with its promise written down, or PostgreSQL) and migrating it."""
+
+from pathlib import Path
+from typing import Any, Literal
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import NullPool
+
+SqliteSync = Literal["NORMAL", "FULL"]
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def database_url(*, db: str | None, data_dir: Path) -> str:
+    """The SQLAlchemy URL for ``--db`` (a PostgreSQL or SQLite URL) or the data directory."""
+    if db is None:
+        return f"sqlite:///{data_dir / 'jobdeck.db'}"
+    if db.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + db.split("://", 1)[1]
+    return db
+
+
+def open_database(url: str, *, sqlite_synchronous: SqliteSync = "NORMAL") -> Engine:
+    """Create the SQLAlchemy engine.
+
+    SQLite runs in WAL mode. ``synchronous=NORMAL`` survives a crash of the process (kill -9)
+    without losing a committed transaction; only a power loss or an OS crash can lose the
+    last transactions. ``FULL`` survives those too, at the cost of an fsync per commit.
+    """
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=16,
+            max_overflow=32,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # pysqlite's own transaction handling would defer BEGIN; we issue BEGIN ourselves
+            # so a writer takes the lock up front (BEGIN IMMEDIATE) and never deadlocks.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA cache_size=-65536")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """Whether ``engine`` talks to SQLite."""
+    return engine.dialect.name == "sqlite"
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply the Alembic migrations up to the newest."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def admin_engine(url: str) -> Engine:
+    """An engine without pooling, for one-off administrative statements."""
+    return create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")

@@ -1,0 +1,188 @@
+"""The tables, as SQLAlchemy Core metadata. Alembic migrations create them; keep both in step.
+
+Times are stored as naive UTC and read back as aware UTC (``UtcDateTime``), the same on SQLite
+and PostgreSQL. Jobs have an integer ``seq`` (submission order, the key other tables use) and a
+public UUID ``id``.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A UTC timestamp stored without zone and returned with ``tzinfo=UTC``."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+# SQLite wants INTEGER PRIMARY KEY (the rowid) for a cheap autoincrementing key.
+Key = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("seq", Key, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("name", String(256), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("job_type", String(128)),
+    Column("owner", String(128), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    Column("run_id", String(256)),
+    Column("source_job_id", String(36)),
+    Column("message_id", String(256)),
+    Column("idempotency_key", String(256)),
+    Column("phase", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("creation_time", UtcDateTime, nullable=False),
+    Column("updated_time", UtcDateTime, nullable=False),
+    Column("start_time", UtcDateTime),
+    Column("end_time", UtcDateTime),
+    Column("destruction_time", UtcDateTime),
+    Column("execution_duration", Integer, nullable=False, default=0),
+    Column("parameters", JSON, nullable=False),
+    Column("json_parameters", JSON),
+    Column("progress", JSON),
+    Column("max_retries_per_task", Integer, nullable=False, default=0),
+    Column("max_failed_tasks", Integer, nullable=False, default=0),
+    Column("task_count", Integer, nullable=False, default=0),
+    Column("tasks_succeeded", Integer, nullable=False, default=0),
+    Column("tasks_failed", Integer, nullable=False, default=0),
+    Index("ix_jobs_queue", "phase", text("priority DESC"), "seq"),
+    Index("ix_jobs_owner_seq", "owner", "seq"),
+    Index(
+        "ix_jobs_idempotency",
+        "owner",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
+    Index(
+        "ix_jobs_destruction",
+        "destruction_time",
+        sqlite_where=text("phase <> 'ARCHIVED'"),
+        postgresql_where=text("phase <> 'ARCHIVED'"),
+    ),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("seq", Key, primary_key=True, autoincrement=True),
+    Column("job_seq", Key, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
+    Column("task_index", Integer, nullable=False),
+    Column("parameters", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("run_after", UtcDateTime, nullable=False),
+    Column("worker_id", String(128)),
+    Column("lease_expires", UtcDateTime),
+    Column("started_at", UtcDateTime),
+    Column("ended_at", UtcDateTime),
+    Index("ix_tasks_claim", "state", text("priority DESC"), "seq"),
+    Index("ix_tasks_job", "job_seq", "task_index", unique=True),
+    Index(
+        "ix_tasks_lease",
+        "lease_expires",
+        sqlite_where=text("state = 'running'"),
+        postgresql_where=text("state = 'running'"),
+    ),
+)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("seq", Key, primary_key=True, autoincrement=True),
+    Column("job_seq", Key, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("source", String(160), nullable=False),
+    Column("timestamp", UtcDateTime, nullable=False),
+    Index("ix_job_events_job", "job_seq", "seq"),
+)
+
+job_notes = Table(
+    "job_notes",
+    metadata,
+    Column("seq", Key, primary_key=True, autoincrement=True),
+    Column("job_seq", Key, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(8), nullable=False),  # message | error
+    Column("source", String(160), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("error_code", String(64)),
+    Column("error_type", String(16)),
+    Column("detail", Text),
+    Column("timestamp", UtcDateTime, nullable=False),
+    Index("ix_job_notes_job", "job_seq", "seq"),
+)
+
+job_results = Table(
+    "job_results",
+    metadata,
+    Column("seq", Key, primary_key=True, autoincrement=True),
+    Column("job_seq", Key, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
+    Column("result_id", String(512), nullable=False),
+    Column("url", Text),
+    Column("path", Text),
+    Column("size", BigInteger),
+    Column("mime_type", String(128)),
+    Index("ix_job_results_job", "job_seq", "result_id", unique=True),
+)
+
+job_logs = Table(
+    "job_logs",
+    metadata,
+    Column("seq", Key, primary_key=True, autoincrement=True),
+    Column("job_seq", Key, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
+    Column("task_index", Integer),
+    Column("level", String(16), nullable=False),
+    Column("timestamp", UtcDateTime, nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_job_logs_job", "job_seq", "seq"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user", String(128), nullable=False),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("created", UtcDateTime, nullable=False),
+)

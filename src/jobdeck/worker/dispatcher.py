@@ -1,0 +1,212 @@
+"""The dispatcher: claims tasks from the engine in batches and feeds a local process pool.
+
+It is the only part of a worker that talks to the store: the worker processes never open the
+database (on SQLite, ``jobdeck serve`` is its one writer). One thread loops: record what
+finished (one transaction for the lot), claim as many tasks as the pool has room for (one
+statement), extend leases, kill what was cancelled — then sleep until the pool or the
+notifier has news. It never sleeps on a fixed interval while there is work.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+
+from jobdeck.worker.pool import ProcessPool
+from jobdeck.worker.protocol import (
+    Event,
+    TaskAssignment,
+    TaskFinished,
+    TaskLog,
+    TaskProgress,
+)
+
+from jobdeck.domain.records import JobError
+from jobdeck.engine.engine import ClaimedTask, Engine, LogLine, TaskOutcome
+from jobdeck.engine.writer import Changes
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    """``host-pid``: unique among live workers, readable in a timeline."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Dispatcher:
+    """Runs the engine's tasks on a pool of local worker processes."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        processes: int,
+        worker_id: str | None = None,
+        idle_wait: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.worker_id = worker_id or default_worker_id()
+        self._idle_wait = idle_wait
+        self._pool = ProcessPool(processes, engine.job_types, self._on_events)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._events: list[Event] = []
+        self._cancelled: set[int] = set()
+        self._claimed: dict[int, ClaimedTask] = {}
+        self._maybe_more = True
+        self._thread: threading.Thread | None = None
+        self._heartbeat_every = max(0.5, engine.settings.lease_seconds / 3)
+        self._next_heartbeat = 0.0
+
+    def start(self) -> None:
+        """Start the worker processes and the dispatching thread."""
+        self._pool.start()
+        self.engine.notifier.add_task_listener(self._on_changes)
+        self._thread = threading.Thread(target=self._loop, name="jobdeck-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        """Stop claiming, let running tasks finish (up to ``timeout``), give back the rest."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.engine.notifier.remove_task_listener(self._on_changes)
+        unfinished = self._pool.close(timeout)
+        self._flush()
+        leftover = set(unfinished) | set(self._claimed)
+        if leftover:
+            self.engine.release_tasks(self.worker_id, sorted(leftover))
+        self._claimed.clear()
+
+    # -- called from other threads
+
+    def _on_events(self, events: list[Event]) -> None:
+        with self._lock:
+            self._events.extend(events)
+        self._wake.set()
+
+    def _on_changes(self, changes: Changes) -> None:
+        with self._lock:
+            if changes.tasks_ready or changes.everything:
+                self._maybe_more = True
+            self._cancelled |= changes.tasks_cancelled
+        self._wake.set()
+
+    # -- the dispatching thread
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._round()
+            except Exception:
+                log.exception("dispatch round failed; trying again")
+                self._stop.wait(1.0)
+            self._wake.wait(self._idle_wait)
+            self._wake.clear()
+
+    def _round(self) -> None:
+        self._flush()
+        with self._lock:
+            cancelled, self._cancelled = self._cancelled, set()
+            maybe_more, self._maybe_more = self._maybe_more, False
+        for task_seq in cancelled & set(self._claimed):
+            self._pool.cancel(task_seq, "aborted")
+        if time.monotonic() >= self._next_heartbeat:
+            self._heartbeat()
+        free = self._pool.free_slots()
+        if free > 0 and (maybe_more or not self._claimed):
+            claimed = self.engine.claim_tasks(self.worker_id, free)
+            if claimed:
+                self._start(claimed)
+            if len(claimed) == free:
+                with self._lock:
+                    self._maybe_more = True
+                self._wake.set()
+
+    def _start(self, claimed: list[ClaimedTask]) -> None:
+        for task in claimed:
+            self._claimed[task.task_seq] = task
+        self._pool.submit(
+            [
+                TaskAssignment(
+                    task_id=task.task_seq,
+                    job_id=task.job_id,
+                    task_index=task.task_index,
+                    job_type=task.job_type,
+                    parameters=task.parameters,
+                    json_parameters=task.json_parameters,
+                    execution_duration=task.execution_duration,
+                    attempt=task.attempt,
+                    results_dir=str(task.results_dir),
+                )
+                for task in claimed
+            ]
+        )
+
+    def _heartbeat(self) -> None:
+        self._next_heartbeat = time.monotonic() + self._heartbeat_every
+        running = list(self._claimed)
+        if not running:
+            return
+        still_mine = self.engine.heartbeat(self.worker_id, running)
+        # A task that is no longer ours was cancelled, or rescued after a stall: stop it.
+        for task_seq in set(running) - still_mine:
+            if task_seq in self._claimed:
+                self._pool.cancel(task_seq, "aborted")
+
+    def _flush(self) -> None:
+        """Record what the pool reported: finishes in one transaction, logs and progress."""
+        with self._lock:
+            events, self._events = self._events, []
+        if not events:
+            return
+        outcomes: list[TaskOutcome] = []
+        lines: list[LogLine] = []
+        for event in events:
+            task = self._claimed.get(event.task_id)
+            if task is None:
+                continue
+            if isinstance(event, TaskFinished):
+                outcomes.append(self._outcome(event))
+                del self._claimed[event.task_id]
+            elif isinstance(event, TaskLog):
+                lines.append(
+                    LogLine(
+                        job_seq=task.job_seq,
+                        task_index=task.task_index,
+                        level=event.level,
+                        timestamp=datetime.fromtimestamp(event.timestamp, UTC),
+                        message=event.message,
+                    )
+                )
+            elif isinstance(event, TaskProgress):
+                self.engine.set_progress(task.job_seq, event.label, event.value, event.max_value)
+        self.engine.append_logs(lines)
+        self.engine.finish_tasks(outcomes)
+        if outcomes:
+            with self._lock:
+                self._maybe_more = True
+
+    def _outcome(self, event: TaskFinished) -> TaskOutcome:
+        error = None
+        if not event.ok and event.error is not None:
+            error = JobError(
+                source=f"worker:{self.worker_id}",
+                message=str(event.error.get("message") or "failed"),
+                error_code=event.error.get("error_code"),
+                type="transient" if event.error.get("type") == "transient" else "fatal",
+                detail=event.error.get("detail"),
+            )
+        elif not event.ok:
+            error = JobError(source=f"worker:{self.worker_id}", message="failed")
+        return TaskOutcome(
+            task_seq=event.task_id,
+            worker_id=self.worker_id,
+            ok=event.ok,
+            error=error,
+            results=list(event.results),
+        )

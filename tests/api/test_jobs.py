@@ -1,0 +1,355 @@
+"""The native API over real HTTP, on SQLite and PostgreSQL."""
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from conftest import Server
+
+
+def create(client: httpx.Client, **body: object) -> dict:
+    response = client.post("/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_create_get_round_trip(alice: httpx.Client) -> None:
+    response = alice.post(
+        "/jobs",
+        json={
+            "name": "first",
+            "parameters": {"n": 3, "x": 1.5, "s": "text", "p": {"type": "path", "value": "/a"}},
+            "json_parameters": {"anything": [1, 2]},
+            "run_id": "run-1",
+        },
+    )
+    assert response.status_code == 201
+    job = response.json()
+    assert response.headers["Location"].endswith(f"/api/v1/jobs/{job['id']}")
+    fetched = alice.get(f"/jobs/{job['id']}").json()
+    assert fetched == job
+    assert job["phase"] == "PENDING" and job["status"] == "waiting"
+    assert job["owner"] == "alice" and job["created_by"] == "alice"
+    assert job["parameters"] == {
+        "n": {"type": "int", "value": 3},
+        "x": {"type": "float", "value": 1.5},
+        "s": {"type": "string", "value": "text"},
+        "p": {"type": "path", "value": "/a"},
+    }
+    assert job["json_parameters"] == {"anything": [1, 2]}
+    assert job["creation_time"].endswith("Z")
+    assert job["timeline"][0]["status"] == "PENDING" and job["timeline"][0]["source"] == "api"
+    assert job["execution"] == {"progress": {"tasks": {"value": 0, "max_value": 0}}}
+    assert job["queue_position"] is None
+    # destruction defaults to a week ahead
+    destruction = datetime.fromisoformat(job["destruction_time"].replace("Z", "+00:00"))
+    assert timedelta(days=6) < destruction - datetime.now(UTC) < timedelta(days=8)
+
+
+def test_no_token_and_bad_token(server: Server) -> None:
+    with httpx.Client(base_url=server.url + "/api/v1") as anonymous:
+        response = anonymous.get("/jobs")
+        assert response.status_code == 401
+        assert response.json()["code"] == "unauthorized"
+        response = anonymous.get("/jobs", headers={"Authorization": "Bearer nope"})
+        assert response.status_code == 401
+        response = anonymous.get("/jobs", headers={"Authorization": "Basic abc"})
+        assert response.status_code == 401
+
+
+def test_owner_isolation(client_for: Callable[..., httpx.Client]) -> None:
+    alice, bob, admin = client_for("alice"), client_for("bob"), client_for("root", admin=True)
+    job = create(alice, name="mine")
+    assert bob.get(f"/jobs/{job['id']}").status_code == 404
+    assert bob.post(f"/jobs/{job['id']}/abort").status_code == 404
+    assert bob.delete(f"/jobs/{job['id']}").status_code == 404
+    assert bob.get("/jobs").json()["jobs"] == []
+    assert bob.get("/jobs", params={"owner": "alice"}).status_code == 403
+    assert admin.get(f"/jobs/{job['id']}").status_code == 200
+    assert [j["id"] for j in admin.get("/jobs", params={"owner": "alice"}).json()["jobs"]] == [
+        job["id"]
+    ]
+    assert bob.post("/tokens", json={"user": "eve"}).status_code == 403
+    created = admin.post("/tokens", json={"user": "eve"}).json()
+    with httpx.Client(
+        base_url=str(alice.base_url), headers={"Authorization": f"Bearer {created['token']}"}
+    ) as eve:
+        assert eve.get("/jobs").status_code == 200
+
+
+def test_client_transitions(alice: httpx.Client) -> None:
+    job = create(alice)
+    queued = alice.post(f"/jobs/{job['id']}/run").json()
+    assert queued["phase"] == "QUEUED"
+    assert queued["queue_position"] == 0
+    # run twice: QUEUED → QUEUED is refused, naming the phase
+    again = alice.post(f"/jobs/{job['id']}/run")
+    assert again.status_code == 409
+    assert "QUEUED" in again.json()["message"]
+    aborted = alice.post(f"/jobs/{job['id']}/abort").json()
+    assert aborted["phase"] == "ABORTED" and aborted["status"] == "cancelled"
+    assert aborted["end_time"] is not None
+    assert aborted["errors"][0]["error_code"] == "aborted"
+    assert [e["status"] for e in aborted["timeline"]] == ["PENDING", "QUEUED", "ABORTED"]
+    # abort of a finished job is a no-op
+    assert alice.post(f"/jobs/{job['id']}/abort").json()["timeline"] == aborted["timeline"]
+    assert alice.post(f"/jobs/{job['id']}/run").status_code == 409
+    # a PENDING job can be aborted too
+    pending = create(alice)
+    assert alice.post(f"/jobs/{pending['id']}/abort").json()["phase"] == "ABORTED"
+
+
+def test_external_job_lifecycle(alice: httpx.Client) -> None:
+    job = create(alice, name="wobbly-style")
+    # start before queue is refused
+    assert alice.post(f"/jobs/{job['id']}/start", json={}).status_code == 409
+    queued = alice.post(f"/jobs/{job['id']}/queue", json={"message_id": "m-1"}).json()
+    assert queued["phase"] == "QUEUED" and queued["message_id"] == "m-1"
+    started = alice.post(
+        f"/jobs/{job['id']}/start", json={"start_time": "2026-01-02T03:04:05.123456Z"}
+    ).json()
+    assert started["phase"] == "EXECUTING"
+    assert started["start_time"] == "2026-01-02T03:04:05.123456Z"
+    done = alice.post(
+        f"/jobs/{job['id']}/complete",
+        json={"results": [{"id": "out", "url": "https://example.org/out", "size": 3}]},
+    ).json()
+    assert done["phase"] == "COMPLETED" and done["status"] == "completed"
+    assert done["results"] == [
+        {"id": "out", "url": "https://example.org/out", "size": 3, "mime_type": None}
+    ]
+    assert [e["status"] for e in done["timeline"]] == ["PENDING", "QUEUED", "EXECUTING", "COMPLETED"]
+    assert alice.post(f"/jobs/{job['id']}/complete", json={}).status_code == 409
+    redirect = alice.get(f"/jobs/{job['id']}/results/out", follow_redirects=False)
+    assert redirect.status_code == 303
+    assert redirect.headers["location"] == "https://example.org/out"
+
+
+def test_external_job_failure_and_abort_race(alice: httpx.Client) -> None:
+    job = create(alice, start=True)
+    failed = alice.post(
+        f"/jobs/{job['id']}/fail",
+        json={"errors": [{"message": "boom", "error_code": "E1", "type": "transient"}]},
+    ).json()
+    assert failed["phase"] == "ERROR" and failed["status"] == "failed"
+    assert failed["errors"][0]["message"] == "boom"
+    assert failed["errors"][0]["type"] == "transient"
+    # abort racing completion: ABORTED stays, results are kept
+    racing = create(alice, start=True)
+    alice.post(f"/jobs/{racing['id']}/start", json={})
+    alice.post(f"/jobs/{racing['id']}/abort")
+    late = alice.post(
+        f"/jobs/{racing['id']}/complete", json={"results": [{"id": "r", "url": "https://x/r"}]}
+    ).json()
+    assert late["phase"] == "ABORTED"
+    assert [r["id"] for r in late["results"]] == ["r"]
+
+
+def test_typed_job_cannot_be_driven_externally(alice: httpx.Client) -> None:
+    job = create(alice, job_type="noop", start=True)
+    response = alice.post(f"/jobs/{job['id']}/start", json={})
+    assert response.status_code == 409
+    assert response.json()["code"] == "conflict"
+
+
+def test_patch_parameters_only_while_pending(alice: httpx.Client) -> None:
+    job = create(alice, job_type="sleep", parameters={"seconds": 1})
+    changed = alice.patch(
+        f"/jobs/{job['id']}", json={"parameters": {"seconds": "2.5"}, "priority": 90}
+    ).json()
+    assert changed["parameters"]["seconds"] == {"type": "float", "value": 2.5}
+    assert changed["priority"] == 90
+    bad = alice.patch(f"/jobs/{job['id']}", json={"parameters": {"seconds": "soon"}})
+    assert bad.status_code == 422
+    alice.post(f"/jobs/{job['id']}/run")
+    locked = alice.patch(f"/jobs/{job['id']}", json={"parameters": {"seconds": 3}})
+    assert locked.status_code == 409
+    assert "PENDING" in locked.json()["message"]
+    assert alice.patch(f"/jobs/{job['id']}", json={"name": "renamed"}).json()["name"] == "renamed"
+
+
+def test_job_types_validated(alice: httpx.Client) -> None:
+    unknown = alice.post("/jobs", json={"job_type": "nope"})
+    assert unknown.status_code == 422
+    assert "noop" in unknown.json()["message"] and "sleep" in unknown.json()["message"]
+    wrong = alice.post("/jobs", json={"job_type": "sleep", "parameters": {"minutes": 1}})
+    assert wrong.status_code == 422
+    assert "minutes" in wrong.json()["message"]
+    types = {t["name"] for t in alice.get("/job-types").json()}
+    assert {"noop", "sleep", "echo", "fail"} <= types
+
+
+def test_bad_input_is_a_clear_4xx(alice: httpx.Client, server: Server) -> None:
+    malformed = alice.post(
+        "/jobs", content=b'{"name": ', headers={"Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 400 and malformed.json()["code"] == "malformed_json"
+    wrong_type = alice.post("/jobs", json={"priority": "high"})
+    assert wrong_type.status_code == 422
+    assert wrong_type.json()["code"] == "validation_failed"
+    assert "priority" in wrong_type.json()["message"]
+    assert alice.post("/jobs", json={"priority": 101}).status_code == 422
+    assert alice.post("/jobs", json={"surprise": 1}).status_code == 422
+    assert alice.post("/jobs", json={"parameters": {"b": True}}).status_code == 422
+    assert alice.post("/jobs", json={"parameters": {"n": [1]}}).status_code == 422
+    assert alice.post("/jobs", json=[1, 2]).status_code == 422
+    assert alice.get("/jobs", params={"phase": "SLEEPING"}).status_code == 422
+    assert alice.get("/jobs", params={"cursor": "abc"}).status_code == 422
+    assert alice.get("/jobs", params={"limit": 0}).status_code == 422
+    assert alice.get("/jobs/no-such-job").status_code == 404
+    assert alice.get("/jobs/x/logs", params={"level": "loud"}).status_code in (404, 422)
+    past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    assert alice.post("/jobs", json={"destruction_time": past}).status_code == 422
+    huge = alice.post(
+        "/jobs",
+        content=b'{"name": "' + b"x" * (40 * 1024 * 1024) + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413 and huge.json()["code"] == "payload_too_large"
+    assert alice.post("/jobs", json={"name": "x" * 300}).status_code == 422
+    unknown_route = alice.get("/nothing-here")
+    assert unknown_route.status_code == 404 and unknown_route.json()["code"] == "not_found"
+
+
+def test_destruction_time_is_clamped(alice: httpx.Client) -> None:
+    far = (datetime.now(UTC) + timedelta(days=3650)).isoformat()
+    job = create(alice, destruction_time=far)
+    destruction = datetime.fromisoformat(job["destruction_time"].replace("Z", "+00:00"))
+    assert destruction - datetime.now(UTC) < timedelta(days=31)
+
+
+def test_idempotency_key(alice: httpx.Client) -> None:
+    headers = {"Idempotency-Key": "abc-123"}
+    first = alice.post("/jobs", json={"name": "once"}, headers=headers)
+    second = alice.post("/jobs", json={"name": "once"}, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    other = alice.post("/jobs", json={"name": "once"}, headers={"Idempotency-Key": "other"})
+    assert other.json()["id"] != first.json()["id"]
+    assert len(alice.get("/jobs").json()["jobs"]) == 2
+
+
+def test_batch_create_and_pagination(alice: httpx.Client) -> None:
+    response = alice.post(
+        "/jobs/batch", json={"jobs": [{"name": f"j{i}", "priority": i % 100} for i in range(25)]}
+    )
+    assert response.status_code == 201
+    created = response.json()["jobs"]
+    assert len(created) == 25 and all(j["phase"] == "PENDING" for j in created)
+    seen: list[str] = []
+    url: str | None = "/jobs?limit=10"
+    pages = 0
+    while url:
+        page = alice.get(url)
+        body = page.json()
+        seen += [j["id"] for j in body["jobs"]]
+        link = page.headers.get("Link")
+        url = link[1 : link.index(">")] if link else None
+        pages += 1
+        assert (body["next_cursor"] is None) == (link is None)
+    assert pages == 3
+    assert seen == [j["id"] for j in reversed(created)]  # newest first
+    assert alice.post("/jobs/batch", json={"jobs": []}).status_code == 422
+    # one bad job refuses the whole batch, and nothing is created
+    bad = alice.post("/jobs/batch", json={"jobs": [{"name": "ok"}, {"job_type": "nope"}]})
+    assert bad.status_code == 422
+    assert len(seen) == 25 == len(alice.get("/jobs", params={"limit": 100}).json()["jobs"])
+
+
+def test_list_filters(alice: httpx.Client) -> None:
+    a = create(alice, run_id="r1")
+    b = create(alice, run_id="r2", start=True)
+    c = create(alice, job_type="noop")
+    ids = lambda **p: [j["id"] for j in alice.get("/jobs", params=p).json()["jobs"]]  # noqa: E731
+    assert ids(run_id="r1") == [a["id"]]
+    assert ids(phase="QUEUED") == [b["id"]]
+    assert ids(phase=["QUEUED", "PENDING"]) == [c["id"], b["id"], a["id"]]
+    assert ids(job_type="noop") == [c["id"]]
+    assert ids(status="waiting") == [c["id"], b["id"], a["id"]]
+    assert ids(after=a["creation_time"]) == [c["id"], b["id"]]
+    assert ids(before=b["creation_time"]) == [a["id"]]
+
+
+def test_queue_position_follows_priority(alice: httpx.Client) -> None:
+    low = create(alice, priority=10, start=True)
+    mid1 = create(alice, priority=50, start=True)
+    mid2 = create(alice, priority=50, start=True)
+    high = create(alice, priority=90, start=True)
+    position = lambda j: alice.get(f"/jobs/{j['id']}").json()["queue_position"]  # noqa: E731
+    assert [position(j) for j in (high, mid1, mid2, low)] == [0, 1, 2, 3]
+
+
+def test_copy_and_delete(alice: httpx.Client) -> None:
+    job = create(alice, job_type="echo", parameters={"message": "hi"}, priority=70)
+    response = alice.post(f"/jobs/{job['id']}/copy")
+    assert response.status_code == 201
+    copy = response.json()
+    assert copy["id"] != job["id"] and copy["source_job_id"] == job["id"]
+    assert copy["parameters"] == job["parameters"] and copy["priority"] == 70
+    assert copy["phase"] == "PENDING"
+    assert alice.delete(f"/jobs/{job['id']}").status_code == 204
+    assert alice.get(f"/jobs/{job['id']}").status_code == 404
+    assert alice.delete(f"/jobs/{job['id']}").status_code == 404
+
+
+def test_messages_and_timeline(alice: httpx.Client) -> None:
+    job = create(alice)
+    alice.post(f"/jobs/{job['id']}/messages", json={"message": "hello", "level": "warning"})
+    record = alice.get(f"/jobs/{job['id']}").json()
+    assert record["messages"][0]["message"] == "hello"
+    assert record["messages"][0]["source"] == "alice"
+    timeline = alice.get(f"/jobs/{job['id']}/timeline").json()
+    assert timeline == record["timeline"]
+
+
+def test_blocking_get_returns_on_change(alice: httpx.Client) -> None:
+    job = create(alice, start=True)
+    threading.Timer(0.5, lambda: alice.post(f"/jobs/{job['id']}/abort")).start()
+    started = time.monotonic()
+    record = alice.get(f"/jobs/{job['id']}", params={"wait": 8}).json()
+    elapsed = time.monotonic() - started
+    assert record["phase"] == "ABORTED"
+    assert 0.3 < elapsed < 5
+
+
+def test_blocking_get_times_out_and_skips_final_jobs(alice: httpx.Client) -> None:
+    job = create(alice, start=True)
+    started = time.monotonic()
+    assert alice.get(f"/jobs/{job['id']}", params={"wait": 1}).json()["phase"] == "QUEUED"
+    assert 0.9 < time.monotonic() - started < 4
+    alice.post(f"/jobs/{job['id']}/abort")
+    started = time.monotonic()
+    assert alice.get(f"/jobs/{job['id']}", params={"wait": 5}).json()["phase"] == "ABORTED"
+    assert time.monotonic() - started < 1
+
+
+def test_stats_and_openapi(alice: httpx.Client, server: Server) -> None:
+    create(alice)
+    create(alice, start=True)
+    assert alice.get("/stats").json() == {"phases": {"PENDING": 1, "QUEUED": 1}}
+    spec = httpx.get(server.url + "/openapi.json").json()
+    job = spec["components"]["schemas"]["JobRecord"]["properties"]
+    assert job["queue_position"]["title"] == "Queue position"
+    assert job["timeline"]["description"]
+    assert httpx.get(server.url + "/api/v1/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("count", [3])
+def test_concurrent_submissions_share_commits(alice: httpx.Client, count: int) -> None:
+    results: list[int] = []
+
+    def submit() -> None:
+        for _ in range(20):
+            results.append(alice.post("/jobs", json={"start": True}).status_code)
+
+    threads = [threading.Thread(target=submit) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [201] * 60
+    assert alice.get("/stats").json()["phases"]["QUEUED"] == 60
