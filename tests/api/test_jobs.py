@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-
 from conftest import Server
 
 
@@ -122,7 +121,12 @@ def test_external_job_lifecycle(alice: httpx.Client) -> None:
     assert done["results"] == [
         {"id": "out", "url": "https://example.org/out", "size": 3, "mime_type": None}
     ]
-    assert [e["status"] for e in done["timeline"]] == ["PENDING", "QUEUED", "EXECUTING", "COMPLETED"]
+    assert [e["status"] for e in done["timeline"]] == [
+        "PENDING",
+        "QUEUED",
+        "EXECUTING",
+        "COMPLETED",
+    ]
     assert alice.post(f"/jobs/{job['id']}/complete", json={}).status_code == 409
     redirect = alice.get(f"/jobs/{job['id']}/results/out", follow_redirects=False)
     assert redirect.status_code == 303

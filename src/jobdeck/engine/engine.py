@@ -9,6 +9,7 @@ writer: they use pooled connections and see what has been committed.
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
 import secrets
@@ -716,6 +717,42 @@ class Engine:
                 self._note_error(tx, row.seq, error)
 
         return self._change(principal, job_id, change)
+
+    def put_result_document(
+        self, principal: Principal, job_id: str, data: Any, *, name: str = "result.json"
+    ) -> JobRecord:
+        """Write ``data`` as a JSON result file of the job (replacing one of that name)."""
+        job_dir = self.settings.results_dir / job_id
+        body = json.dumps(data).encode()
+
+        def change(tx: Tx, row: Row[Any]) -> None:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            temporary = job_dir / f".{name}.tmp"
+            temporary.write_bytes(body)
+            temporary.replace(job_dir / name)
+            tx.conn.execute(
+                delete(job_results).where(
+                    job_results.c.job_seq == row.seq, job_results.c.result_id == name
+                )
+            )
+            self._store_results(
+                tx,
+                row.seq,
+                [{"id": name, "path": name, "size": len(body), "mime_type": "application/json"}],
+            )
+
+        return self._change(principal, job_id, change)
+
+    def read_result_document(
+        self, principal: Principal, job_id: str, *, name: str = "result.json"
+    ) -> Any:
+        """The JSON result document of a job, or None if it has none."""
+        try:
+            path, _ref = self.result_file(principal, job_id, name)
+        except NotFound:
+            self.job_phase(principal, job_id)  # an unknown job is still an error
+            return None
+        return None if path is None else json.loads(path.read_bytes())
 
     def _store_results(self, tx: Tx, job_seq: int, results: list[dict[str, Any]]) -> None:
         if not results:

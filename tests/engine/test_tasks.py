@@ -1,0 +1,296 @@
+"""The engine's worker-facing rules: claims, finishes, retries, rescues, archiving.
+
+These call the engine directly (no worker processes), on SQLite and PostgreSQL.
+"""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from jobdeck.domain.jobtypes import JobType
+from jobdeck.domain.records import JobCreate, JobError
+from jobdeck.engine.engine import Engine, Principal, TaskOutcome
+from jobdeck.engine.settings import EngineSettings
+from jobdeck.store.schema import jobs, tasks
+
+ALICE = Principal("alice")
+FRAMES = JobType(name="frames", kind="builtin", target="noop", task_parameters={"frame": "1-3"})
+
+
+@pytest.fixture
+def settings(settings: EngineSettings) -> EngineSettings:
+    settings.job_types["frames"] = FRAMES
+    return settings
+
+
+def submit(engine: Engine, **fields: object) -> str:
+    fields.setdefault("job_type", "noop")
+    fields.setdefault("start", True)
+    return engine.create_job(ALICE, JobCreate.model_validate(fields)).id
+
+
+def ok(task_seq: int, worker: str = "w1", results: list | None = None) -> TaskOutcome:
+    return TaskOutcome(task_seq=task_seq, worker_id=worker, ok=True, results=results or [])
+
+
+def failure(task_seq: int, *, transient: bool, worker: str = "w1") -> TaskOutcome:
+    error = JobError(
+        source="worker:w1",
+        message="it broke",
+        error_code="boom",
+        type="transient" if transient else "fatal",
+    )
+    return TaskOutcome(task_seq=task_seq, worker_id=worker, ok=False, error=error)
+
+
+def test_claims_follow_priority_then_submission(engine: Engine) -> None:
+    low = submit(engine, priority=10)
+    first = submit(engine, priority=50)
+    second = submit(engine, priority=50)
+    high = submit(engine, priority=90)
+    claimed = engine.claim_tasks("w1", 3)
+    assert [t.job_id for t in claimed] == [high, first, second]
+    assert [t.job_id for t in engine.claim_tasks("w1", 10)] == [low]
+    assert engine.claim_tasks("w1", 10) == []
+    record = engine.get_job(ALICE, high)
+    assert record.phase == "EXECUTING" and record.start_time is not None
+    assert record.timeline[-1].status == "EXECUTING"
+    assert record.timeline[-1].source == "worker:w1"
+    assert record.task_status_counts == {"running": 1}
+
+
+def test_pending_jobs_are_not_claimed(engine: Engine) -> None:
+    job = submit(engine, start=False)
+    assert engine.claim_tasks("w1", 10) == []
+    engine.run(ALICE, job)
+    assert [t.job_id for t in engine.claim_tasks("w1", 10)] == [job]
+
+
+def test_success_completes_the_job(engine: Engine, settings: EngineSettings) -> None:
+    job = submit(engine)
+    [task] = engine.claim_tasks("w1", 10)
+    assert task.results_dir == settings.results_dir / job
+    results_dir = task.results_dir
+    results_dir.mkdir(parents=True)
+    (results_dir / "out.txt").write_text("hello")
+    engine.finish_tasks(
+        [ok(task.task_seq, results=[{"path": "out.txt", "size": 5, "mime_type": "text/plain"}])]
+    )
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "COMPLETED" and record.status == "completed"
+    assert [e.status for e in record.timeline] == ["PENDING", "QUEUED", "EXECUTING", "COMPLETED"]
+    assert record.timeline[-1].source == "scheduler"
+    assert record.results[0].id == "out.txt" and record.results[0].size == 5
+    assert record.execution.progress["tasks"].value == 1
+    path, _ref = engine.result_file(ALICE, job, "out.txt")
+    assert path is not None and path.read_text() == "hello"
+
+
+def test_multi_task_job_aggregates(engine: Engine) -> None:
+    job = submit(engine, job_type="frames")
+    claimed = engine.claim_tasks("w1", 10)
+    assert sorted(t.parameters["frame"] for t in claimed) == [1, 2, 3]
+    assert {t.results_dir.name for t in claimed} == {"0", "1", "2"}
+    engine.finish_tasks([ok(claimed[0].task_seq), ok(claimed[1].task_seq)])
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "EXECUTING"
+    assert record.task_status_counts == {"succeeded": 2, "running": 1}
+    assert record.execution.progress["tasks"].model_dump() == {"value": 2, "max_value": 3}
+    engine.finish_tasks([ok(claimed[2].task_seq)])
+    assert engine.get_job(ALICE, job).phase == "COMPLETED"
+
+
+def test_transient_failure_is_retried_with_backoff(engine: Engine) -> None:
+    job = submit(engine, max_retries_per_task=2)
+    [task] = engine.claim_tasks("w1", 10)
+    engine.finish_tasks([failure(task.task_seq, transient=True)])
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "EXECUTING"
+    assert record.timeline[-1].status == "RETRYING"
+    assert "retrying" in record.messages[-1].message
+    assert record.errors == []
+    retried = []
+    deadline = datetime.now(UTC) + timedelta(seconds=5)
+    while not retried and datetime.now(UTC) < deadline:
+        retried = engine.claim_tasks("w2", 10)
+    assert [t.task_seq for t in retried] == [task.task_seq]
+    assert retried[0].attempt == 2
+    engine.finish_tasks([ok(task.task_seq, worker="w2")])
+    assert engine.get_job(ALICE, job).phase == "COMPLETED"
+
+
+def test_retries_run_out(engine: Engine) -> None:
+    job = submit(engine, max_retries_per_task=1)
+    for attempt in (1, 2):
+        claimed = []
+        deadline = datetime.now(UTC) + timedelta(seconds=5)
+        while not claimed and datetime.now(UTC) < deadline:
+            claimed = engine.claim_tasks("w1", 10)
+        assert claimed[0].attempt == attempt
+        engine.finish_tasks([failure(claimed[0].task_seq, transient=True)])
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "ERROR" and record.status == "failed"
+    assert record.errors[0].error_code == "boom"
+
+
+def test_fatal_failure_is_not_retried(engine: Engine) -> None:
+    job = submit(engine, max_retries_per_task=5)
+    [task] = engine.claim_tasks("w1", 10)
+    engine.finish_tasks([failure(task.task_seq, transient=False)])
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "ERROR"
+    assert record.errors[0].type == "fatal"
+
+
+def test_failure_budget(engine: Engine) -> None:
+    job = submit(engine, job_type="frames", max_failed_tasks=1)
+    claimed = engine.claim_tasks("w1", 10)
+    engine.finish_tasks([failure(claimed[0].task_seq, transient=False)])
+    assert engine.get_job(ALICE, job).phase == "EXECUTING"
+    engine.finish_tasks([failure(claimed[1].task_seq, transient=False)])
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "ERROR"
+    assert record.task_status_counts == {"failed": 2, "cancelled": 1}
+    # the third task's late success changes nothing
+    engine.finish_tasks([ok(claimed[2].task_seq)])
+    assert engine.get_job(ALICE, job).phase == "ERROR"
+
+
+def test_failures_within_budget_still_complete(engine: Engine) -> None:
+    job = submit(engine, job_type="frames", max_failed_tasks=1)
+    claimed = engine.claim_tasks("w1", 10)
+    engine.finish_tasks(
+        [failure(claimed[0].task_seq, transient=False)] + [ok(t.task_seq) for t in claimed[1:]]
+    )
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "COMPLETED" and len(record.errors) == 1
+
+
+def test_abort_while_running_cancels_tasks_and_keeps_late_results(engine: Engine) -> None:
+    job = submit(engine)
+    [task] = engine.claim_tasks("w1", 10)
+    cancelled: list[set[int]] = []
+    engine.notifier.add_task_listener(lambda changes: cancelled.append(changes.tasks_cancelled))
+    engine.abort(ALICE, job)
+    assert {task.task_seq} in cancelled
+    assert engine.heartbeat("w1", [task.task_seq]) == set()
+    task.results_dir.mkdir(parents=True)
+    (task.results_dir / "partial.txt").write_text("x")
+    engine.finish_tasks(
+        [ok(task.task_seq, results=[{"path": "partial.txt", "size": 1, "mime_type": None}])]
+    )
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "ABORTED"
+    assert [r.id for r in record.results] == ["partial.txt"]
+    assert [e.error_code for e in record.errors] == ["aborted"]
+
+
+def test_lapsed_lease_is_rescued_and_retried(engine: Engine) -> None:
+    job = submit(engine)
+    [task] = engine.claim_tasks("dead-worker", 10)
+    assert engine.rescue_lapsed() == 0
+    with engine.db.begin() as conn:
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.seq == task.task_seq)
+            .values(lease_expires=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert engine.rescue_lapsed() == 1
+    record = engine.get_job(ALICE, job)
+    assert record.timeline[-1].status == "RETRYING"
+    assert record.timeline[-1].source == "rescuer"
+    rescued = []
+    deadline = datetime.now(UTC) + timedelta(seconds=5)
+    while not rescued and datetime.now(UTC) < deadline:
+        rescued = engine.claim_tasks("w2", 10)
+    assert [t.task_seq for t in rescued] == [task.task_seq]
+    # the dead worker's late report no longer counts; the new one's does
+    engine.finish_tasks([failure(task.task_seq, transient=False, worker="dead-worker")])
+    assert engine.get_job(ALICE, job).phase == "EXECUTING"
+    engine.finish_tasks([ok(task.task_seq, worker="w2")])
+    assert engine.get_job(ALICE, job).phase == "COMPLETED"
+
+
+def test_heartbeat_and_release(engine: Engine) -> None:
+    submit(engine)
+    [task] = engine.claim_tasks("w1", 10)
+    assert engine.heartbeat("w1", [task.task_seq]) == {task.task_seq}
+    assert engine.heartbeat("w2", [task.task_seq]) == set()
+    engine.release_tasks("w1", [task.task_seq])
+    [again] = engine.claim_tasks("w2", 10)
+    assert again.task_seq == task.task_seq and again.attempt == 1
+
+
+def test_archiving_deletes_results_and_keeps_status(engine: Engine) -> None:
+    done = submit(engine)
+    [task] = engine.claim_tasks("w1", 10)
+    task.results_dir.mkdir(parents=True)
+    (task.results_dir / "r.txt").write_text("r")
+    engine.finish_tasks([ok(task.task_seq, results=[{"path": "r.txt", "size": 1}])])
+    waiting = submit(engine)
+    future = submit(engine)
+    with engine.db.begin() as conn:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_([done, waiting]))
+            .values(destruction_time=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert engine.archive_expired() == 2
+    record = engine.get_job(ALICE, done)
+    assert record.phase == "ARCHIVED" and record.status == "completed"
+    assert record.results == [] and not task.results_dir.exists()
+    aborted = engine.get_job(ALICE, waiting)
+    assert aborted.phase == "ARCHIVED" and aborted.status == "cancelled"
+    assert [e.status for e in aborted.timeline][-2:] == ["ABORTED", "ARCHIVED"]
+    assert engine.get_job(ALICE, future).phase == "QUEUED"
+    assert engine.archive_expired() == 0
+
+
+def test_concurrent_claims_never_share_a_task(engine: Engine) -> None:
+    engine.create_jobs(ALICE, [JobCreate(job_type="noop", start=True) for _ in range(300)])
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def claim(worker: str) -> None:
+        while batch := engine.claim_tasks(worker, 7):
+            with lock:
+                seen.extend(t.task_seq for t in batch)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 300 == len(set(seen))
+
+
+def test_two_engines_on_one_database_claim_disjointly(engine: Engine, db_url: str) -> None:
+    """Two processes' worth of engines (as `jobdeck worker`s on PostgreSQL would be)."""
+    from jobdeck.store.database import open_database
+
+    other = Engine(open_database(db_url), engine.settings)
+    other.start()
+    try:
+        engine.create_jobs(ALICE, [JobCreate(job_type="noop", start=True) for _ in range(200)])
+        seen: list[int] = []
+        lock = threading.Lock()
+
+        def claim(which: Engine, worker: str) -> None:
+            while batch := which.claim_tasks(worker, 9):
+                with lock:
+                    seen.extend(t.task_seq for t in batch)
+
+        threads = [
+            threading.Thread(target=claim, args=(e, f"w{i}"))
+            for i, e in enumerate([engine, other, engine, other])
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(seen) == 200 == len(set(seen))
+    finally:
+        other.close()
+        other.db.dispose()
