@@ -73,7 +73,16 @@ from jobdeck.engine.notifier import Notifier
 from jobdeck.engine.settings import EngineSettings
 from jobdeck.engine.writer import Tx, Writer
 from jobdeck.store.database import is_sqlite
-from jobdeck.store.schema import job_events, job_logs, job_notes, job_results, jobs, tasks, tokens
+from jobdeck.store.schema import (
+    job_logs,
+    job_notes,
+    job_results,
+    jobs,
+    tasks,
+    timeline_append,
+    timeline_entry,
+    tokens,
+)
 
 log = logging.getLogger(__name__)
 
@@ -353,21 +362,33 @@ class Engine:
     def _insert_jobs(
         self, tx: Tx, prepared: list[tuple[dict[str, Any], list[dict[str, Any]] | None]]
     ) -> JobBatchCreated:
-        rows = []
-        for row, _tasks in prepared:
-            rows.append({**row, "creation_time": tx.now, "updated_time": tx.now})
-        seqs = tx.conn.execute(
-            insert(jobs).returning(jobs.c.seq, sort_by_parameter_order=True), rows
-        ).scalars()
-        events = []
-        task_rows = []
-        for seq, (row, job_tasks) in zip(seqs, prepared, strict=True):
-            events.append(self._event(seq, Phase.PENDING, "api", tx.now))
-            if row["phase"] is Phase.QUEUED:
-                events.append(self._event(seq, Phase.QUEUED, "api", tx.now))
-                for task in job_tasks or ():
-                    task_rows.append(self._task_row(seq, task, row["priority"], tx.now))
-        tx.conn.execute(insert(job_events), events)
+        pending = timeline_entry(Phase.PENDING, "api", tx.now)
+        queued = timeline_entry(Phase.QUEUED, "api", tx.now)
+        rows = [
+            {
+                **row,
+                "creation_time": tx.now,
+                "updated_time": tx.now,
+                "timeline": [pending, queued] if row["phase"] is Phase.QUEUED else [pending],
+            }
+            for row, _tasks in prepared
+        ]
+        # A plain executemany, then one look-up of the keys: SQLite cannot return the keys of
+        # a multi-row insert in order, and would fall back to a statement per row.
+        tx.conn.execute(insert(jobs), rows)
+        ids = [row["id"] for row in rows]
+        seqs = {
+            job_id: seq
+            for job_id, seq in tx.conn.execute(
+                select(jobs.c.id, jobs.c.seq).where(jobs.c.id.in_(ids))
+            )
+        }
+        task_rows = [
+            self._task_row(seqs[row["id"]], task, row["priority"], tx.now)
+            for row, job_tasks in prepared
+            if row["phase"] is Phase.QUEUED
+            for task in job_tasks or ()
+        ]
         if task_rows:
             tx.conn.execute(insert(tasks), task_rows)
             tx.changes.tasks_ready = True
@@ -375,9 +396,9 @@ class Engine:
             jobs=[JobRef(id=row["id"], phase=row["phase"]) for row, _tasks in prepared]
         )
 
-    @staticmethod
-    def _event(seq: int, phase: Phase | str, source: str, now: datetime) -> dict[str, Any]:
-        return {"job_seq": seq, "phase": str(phase), "source": source, "timestamp": now}
+    def _append(self, status: str, source: str, now: datetime) -> Any:
+        """The new value of a job's timeline with one entry appended."""
+        return timeline_append(self.db.dialect.name, status, source, now)
 
     @staticmethod
     def _task_row(
@@ -421,7 +442,12 @@ class Engine:
         seqs = list(seqs)
         if not seqs:
             return []
-        changes: dict[str, Any] = {"phase": target, "updated_time": tx.now, **(values or {})}
+        changes: dict[str, Any] = {
+            "phase": target,
+            "updated_time": tx.now,
+            "timeline": self._append(target, source, tx.now),
+            **(values or {}),
+        }
         if target is not Phase.ARCHIVED:
             changes["status"] = status_of(target)
         if target in FINAL_PHASES and target is not Phase.ARCHIVED:
@@ -435,11 +461,7 @@ class Engine:
         if where is not None:
             statement = statement.where(where)
         moved = tx.conn.execute(statement).all()
-        if moved:
-            tx.conn.execute(
-                insert(job_events), [self._event(r.seq, target, source, tx.now) for r in moved]
-            )
-            tx.changes.jobs.update(r.id for r in moved)
+        tx.changes.jobs.update(r.id for r in moved)
         return list(moved)
 
     def _note_error(self, tx: Tx, job_seq: int, error: JobError) -> None:
@@ -609,7 +631,7 @@ class Engine:
         def op(tx: Tx) -> None:
             row = self._load(tx, principal, job_id)
             self._cancel_tasks(tx, [row.seq])
-            for table in (job_events, job_notes, job_results, job_logs, tasks):
+            for table in (job_notes, job_results, job_logs, tasks):
                 tx.conn.execute(delete(table).where(table.c.job_seq == row.seq))
             tx.conn.execute(delete(jobs).where(jobs.c.seq == row.seq))
             tx.changes.jobs.add(row.id)
@@ -985,7 +1007,9 @@ class Engine:
             error = outcome.error or JobError(message="failed")
             who = source or f"worker:{outcome.worker_id}"
             conn.execute(
-                insert(job_events).values(self._event(row.job_seq, "RETRYING", who, tx.now))
+                update(jobs)
+                .where(jobs.c.seq == row.job_seq)
+                .values(timeline=self._append("RETRYING", who, tx.now))
             )
             self._note_message(
                 tx,
@@ -1169,12 +1193,8 @@ class Engine:
     def _record(self, conn: Connection, row: Row[Any]) -> JobRecord:
         seq = row.seq
         timeline = [
-            TimelineEntry(status=e.phase, source=e.source, timestamp=e.timestamp)
-            for e in conn.execute(
-                select(job_events.c.phase, job_events.c.source, job_events.c.timestamp)
-                .where(job_events.c.job_seq == seq)
-                .order_by(job_events.c.seq)
-            )
+            TimelineEntry(status=status, source=source, timestamp=stamp)
+            for status, source, stamp in row.timeline
         ]
         messages: list[Message] = []
         errors: list[JobError] = []

@@ -22,20 +22,38 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    cast,
+    func,
+    literal,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
 
 class UtcDateTime(TypeDecorator[datetime]):
-    """A UTC timestamp stored without zone and returned with ``tzinfo=UTC``."""
+    """A UTC timestamp stored without zone and returned with ``tzinfo=UTC``.
+
+    On SQLite it is text in SQLAlchemy's own layout (``YYYY-MM-DD HH:MM:SS.ffffff``, which
+    sorts as time does), written and read with the C-level ``isoformat``/``fromisoformat``:
+    the generic formatting was the largest cost of a batch of submissions.
+    """
 
     impl = DateTime
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is not None:
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(26))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
+        if dialect.name == "sqlite":
+            return value.isoformat(sep=" ", timespec="microseconds")
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
@@ -44,6 +62,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+# The timeline is a JSON array on the job row, appended by the same UPDATE that changes the
+# phase: one statement per change, no extra rows. JSONB on PostgreSQL, for its || operator.
+TimelineJSON = JSON().with_variant(JSONB(), "postgresql")
 
 
 # SQLite wants INTEGER PRIMARY KEY (the rowid) for a cheap autoincrementing key.
@@ -56,8 +79,8 @@ jobs = Table(
     metadata,
     Column("seq", Key, primary_key=True, autoincrement=True),
     Column("id", String(36), nullable=False, unique=True),
-    Column("name", String(256), nullable=False, default=""),
-    Column("description", Text, nullable=False, default=""),
+    Column("name", String(256), nullable=False, server_default=""),
+    Column("description", Text, nullable=False, server_default=""),
     Column("job_type", String(128)),
     Column("owner", String(128), nullable=False),
     Column("created_by", String(128), nullable=False),
@@ -74,15 +97,16 @@ jobs = Table(
     Column("start_time", UtcDateTime),
     Column("end_time", UtcDateTime),
     Column("destruction_time", UtcDateTime),
-    Column("execution_duration", Integer, nullable=False, default=0),
+    Column("execution_duration", Integer, nullable=False, server_default=text("0")),
     Column("parameters", JSON, nullable=False),
     Column("json_parameters", JSON),
     Column("progress", JSON),
-    Column("max_retries_per_task", Integer, nullable=False, default=0),
-    Column("max_failed_tasks", Integer, nullable=False, default=0),
-    Column("task_count", Integer, nullable=False, default=0),
-    Column("tasks_succeeded", Integer, nullable=False, default=0),
-    Column("tasks_failed", Integer, nullable=False, default=0),
+    Column("max_retries_per_task", Integer, nullable=False, server_default=text("0")),
+    Column("max_failed_tasks", Integer, nullable=False, server_default=text("0")),
+    Column("task_count", Integer, nullable=False, server_default=text("0")),
+    Column("tasks_succeeded", Integer, nullable=False, server_default=text("0")),
+    Column("tasks_failed", Integer, nullable=False, server_default=text("0")),
+    Column("timeline", TimelineJSON, nullable=False),
     Index("ix_jobs_queue", "phase", text("priority DESC"), "seq"),
     Index("ix_jobs_owner_seq", "owner", "seq"),
     Index(
@@ -110,7 +134,7 @@ tasks = Table(
     Column("parameters", JSON, nullable=False),
     Column("state", String(16), nullable=False),
     Column("priority", Integer, nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("run_after", UtcDateTime, nullable=False),
     Column("worker_id", String(128)),
     Column("lease_expires", UtcDateTime),
@@ -124,17 +148,6 @@ tasks = Table(
         sqlite_where=text("state = 'running'"),
         postgresql_where=text("state = 'running'"),
     ),
-)
-
-job_events = Table(
-    "job_events",
-    metadata,
-    Column("seq", Key, primary_key=True, autoincrement=True),
-    Column("job_seq", Key, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
-    Column("phase", String(16), nullable=False),
-    Column("source", String(160), nullable=False),
-    Column("timestamp", UtcDateTime, nullable=False),
-    Index("ix_job_events_job", "job_seq", "seq"),
 )
 
 job_notes = Table(
@@ -183,6 +196,25 @@ tokens = Table(
     metadata,
     Column("token_hash", String(64), primary_key=True),
     Column("user", String(128), nullable=False),
-    Column("admin", Boolean, nullable=False, default=False),
+    Column("admin", Boolean, nullable=False, server_default=text("false")),
     Column("created", UtcDateTime, nullable=False),
 )
+
+
+def timeline_append(dialect: str, status: str, source: str, at: datetime) -> Any:
+    """The SQL value of ``jobs.timeline`` with ``[status, source, at]`` appended."""
+    stamp = timeline_entry(status, source, at)[2]
+    if dialect == "postgresql":
+        entry = func.jsonb_build_array(
+            cast(literal(status), String),
+            cast(literal(source), String),
+            cast(literal(stamp), String),
+        )
+        return jobs.c.timeline.op("||")(func.jsonb_build_array(entry))
+    return func.json_insert(jobs.c.timeline, "$[#]", func.json_array(status, source, stamp))
+
+
+def timeline_entry(status: str, source: str, at: datetime) -> list[str]:
+    """A timeline entry as stored: ``[status, source, ISO time with Z]``."""
+    stamp = at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return [status, source, stamp]

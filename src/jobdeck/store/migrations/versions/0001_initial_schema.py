@@ -2,11 +2,14 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 14:42:54.069555
+Create Date: 2026-11-23 14:54:51.204551
 """
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
+
+from jobdeck.store.schema import UtcDateTime
 
 revision = "0001"
 down_revision = None
@@ -24,8 +27,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("id", sa.String(length=36), nullable=False),
-        sa.Column("name", sa.String(length=256), nullable=False),
-        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("name", sa.String(length=256), server_default="", nullable=False),
+        sa.Column("description", sa.Text(), server_default="", nullable=False),
         sa.Column("job_type", sa.String(length=128), nullable=True),
         sa.Column("owner", sa.String(length=128), nullable=False),
         sa.Column("created_by", sa.String(length=128), nullable=False),
@@ -37,20 +40,27 @@ def upgrade() -> None:
         sa.Column("phase", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
-        sa.Column("creation_time", sa.DateTime(), nullable=False),
-        sa.Column("updated_time", sa.DateTime(), nullable=False),
-        sa.Column("start_time", sa.DateTime(), nullable=True),
-        sa.Column("end_time", sa.DateTime(), nullable=True),
-        sa.Column("destruction_time", sa.DateTime(), nullable=True),
-        sa.Column("execution_duration", sa.Integer(), nullable=False),
+        sa.Column("creation_time", UtcDateTime(), nullable=False),
+        sa.Column("updated_time", UtcDateTime(), nullable=False),
+        sa.Column("start_time", UtcDateTime(), nullable=True),
+        sa.Column("end_time", UtcDateTime(), nullable=True),
+        sa.Column("destruction_time", UtcDateTime(), nullable=True),
+        sa.Column("execution_duration", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("parameters", sa.JSON(), nullable=False),
         sa.Column("json_parameters", sa.JSON(), nullable=True),
         sa.Column("progress", sa.JSON(), nullable=True),
-        sa.Column("max_retries_per_task", sa.Integer(), nullable=False),
-        sa.Column("max_failed_tasks", sa.Integer(), nullable=False),
-        sa.Column("task_count", sa.Integer(), nullable=False),
-        sa.Column("tasks_succeeded", sa.Integer(), nullable=False),
-        sa.Column("tasks_failed", sa.Integer(), nullable=False),
+        sa.Column(
+            "max_retries_per_task", sa.Integer(), server_default=sa.text("0"), nullable=False
+        ),
+        sa.Column("max_failed_tasks", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("task_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("tasks_succeeded", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("tasks_failed", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "timeline",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
         sa.PrimaryKeyConstraint("seq"),
         sa.UniqueConstraint("id"),
     )
@@ -75,28 +85,10 @@ def upgrade() -> None:
         "tokens",
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("user", sa.String(length=128), nullable=False),
-        sa.Column("admin", sa.Boolean(), nullable=False),
-        sa.Column("created", sa.DateTime(), nullable=False),
+        sa.Column("admin", sa.Boolean(), server_default=sa.text("(false)"), nullable=False),
+        sa.Column("created", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("token_hash"),
     )
-    op.create_table(
-        "job_events",
-        sa.Column(
-            "seq",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column("job_seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("phase", sa.String(length=16), nullable=False),
-        sa.Column("source", sa.String(length=160), nullable=False),
-        sa.Column("timestamp", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["job_seq"], ["jobs.seq"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("seq"),
-    )
-    with op.batch_alter_table("job_events", schema=None) as batch_op:
-        batch_op.create_index("ix_job_events_job", ["job_seq", "seq"], unique=False)
-
     op.create_table(
         "job_logs",
         sa.Column(
@@ -108,7 +100,7 @@ def upgrade() -> None:
         sa.Column("job_seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("task_index", sa.Integer(), nullable=True),
         sa.Column("level", sa.String(length=16), nullable=False),
-        sa.Column("timestamp", sa.DateTime(), nullable=False),
+        sa.Column("timestamp", UtcDateTime(), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(["job_seq"], ["jobs.seq"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("seq"),
@@ -132,7 +124,7 @@ def upgrade() -> None:
         sa.Column("error_code", sa.String(length=64), nullable=True),
         sa.Column("error_type", sa.String(length=16), nullable=True),
         sa.Column("detail", sa.Text(), nullable=True),
-        sa.Column("timestamp", sa.DateTime(), nullable=False),
+        sa.Column("timestamp", UtcDateTime(), nullable=False),
         sa.ForeignKeyConstraint(["job_seq"], ["jobs.seq"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("seq"),
     )
@@ -172,12 +164,12 @@ def upgrade() -> None:
         sa.Column("parameters", sa.JSON(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("run_after", sa.DateTime(), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("run_after", UtcDateTime(), nullable=False),
         sa.Column("worker_id", sa.String(length=128), nullable=True),
-        sa.Column("lease_expires", sa.DateTime(), nullable=True),
-        sa.Column("started_at", sa.DateTime(), nullable=True),
-        sa.Column("ended_at", sa.DateTime(), nullable=True),
+        sa.Column("lease_expires", UtcDateTime(), nullable=True),
+        sa.Column("started_at", UtcDateTime(), nullable=True),
+        sa.Column("ended_at", UtcDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["job_seq"], ["jobs.seq"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("seq"),
     )
@@ -221,10 +213,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_job_logs_job")
 
     op.drop_table("job_logs")
-    with op.batch_alter_table("job_events", schema=None) as batch_op:
-        batch_op.drop_index("ix_job_events_job")
-
-    op.drop_table("job_events")
     op.drop_table("tokens")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_owner_seq")
