@@ -45,6 +45,10 @@ def failure(task_seq: int, *, transient: bool, worker: str = "w1") -> TaskOutcom
     return TaskOutcome(task_seq=task_seq, worker_id=worker, ok=False, error=error)
 
 
+def finish(engine: Engine, outcomes: list[TaskOutcome]) -> None:
+    engine.finish_tasks(outcomes).result()
+
+
 def test_claims_follow_priority_then_submission(engine: Engine) -> None:
     low = submit(engine, priority=10)
     first = submit(engine, priority=50)
@@ -75,8 +79,9 @@ def test_success_completes_the_job(engine: Engine, settings: EngineSettings) -> 
     results_dir = task.results_dir
     results_dir.mkdir(parents=True)
     (results_dir / "out.txt").write_text("hello")
-    engine.finish_tasks(
-        [ok(task.task_seq, results=[{"path": "out.txt", "size": 5, "mime_type": "text/plain"}])]
+    finish(
+        engine,
+        [ok(task.task_seq, results=[{"path": "out.txt", "size": 5, "mime_type": "text/plain"}])],
     )
     record = engine.get_job(ALICE, job)
     assert record.phase == "COMPLETED" and record.status == "completed"
@@ -93,19 +98,19 @@ def test_multi_task_job_aggregates(engine: Engine) -> None:
     claimed = engine.claim_tasks("w1", 10)
     assert sorted(t.parameters["frame"] for t in claimed) == [1, 2, 3]
     assert {t.results_dir.name for t in claimed} == {"0", "1", "2"}
-    engine.finish_tasks([ok(claimed[0].task_seq), ok(claimed[1].task_seq)])
+    finish(engine, [ok(claimed[0].task_seq), ok(claimed[1].task_seq)])
     record = engine.get_job(ALICE, job)
     assert record.phase == "EXECUTING"
     assert record.task_status_counts == {"succeeded": 2, "running": 1}
     assert record.execution.progress["tasks"].model_dump() == {"value": 2, "max_value": 3}
-    engine.finish_tasks([ok(claimed[2].task_seq)])
+    finish(engine, [ok(claimed[2].task_seq)])
     assert engine.get_job(ALICE, job).phase == "COMPLETED"
 
 
 def test_transient_failure_is_retried_with_backoff(engine: Engine) -> None:
     job = submit(engine, max_retries_per_task=2)
     [task] = engine.claim_tasks("w1", 10)
-    engine.finish_tasks([failure(task.task_seq, transient=True)])
+    finish(engine, [failure(task.task_seq, transient=True)])
     record = engine.get_job(ALICE, job)
     assert record.phase == "EXECUTING"
     assert record.timeline[-1].status == "RETRYING"
@@ -117,7 +122,7 @@ def test_transient_failure_is_retried_with_backoff(engine: Engine) -> None:
         retried = engine.claim_tasks("w2", 10)
     assert [t.task_seq for t in retried] == [task.task_seq]
     assert retried[0].attempt == 2
-    engine.finish_tasks([ok(task.task_seq, worker="w2")])
+    finish(engine, [ok(task.task_seq, worker="w2")])
     assert engine.get_job(ALICE, job).phase == "COMPLETED"
 
 
@@ -129,7 +134,7 @@ def test_retries_run_out(engine: Engine) -> None:
         while not claimed and datetime.now(UTC) < deadline:
             claimed = engine.claim_tasks("w1", 10)
         assert claimed[0].attempt == attempt
-        engine.finish_tasks([failure(claimed[0].task_seq, transient=True)])
+        finish(engine, [failure(claimed[0].task_seq, transient=True)])
     record = engine.get_job(ALICE, job)
     assert record.phase == "ERROR" and record.status == "failed"
     assert record.errors[0].error_code == "boom"
@@ -138,7 +143,7 @@ def test_retries_run_out(engine: Engine) -> None:
 def test_fatal_failure_is_not_retried(engine: Engine) -> None:
     job = submit(engine, max_retries_per_task=5)
     [task] = engine.claim_tasks("w1", 10)
-    engine.finish_tasks([failure(task.task_seq, transient=False)])
+    finish(engine, [failure(task.task_seq, transient=False)])
     record = engine.get_job(ALICE, job)
     assert record.phase == "ERROR"
     assert record.errors[0].type == "fatal"
@@ -147,22 +152,23 @@ def test_fatal_failure_is_not_retried(engine: Engine) -> None:
 def test_failure_budget(engine: Engine) -> None:
     job = submit(engine, job_type="frames", max_failed_tasks=1)
     claimed = engine.claim_tasks("w1", 10)
-    engine.finish_tasks([failure(claimed[0].task_seq, transient=False)])
+    finish(engine, [failure(claimed[0].task_seq, transient=False)])
     assert engine.get_job(ALICE, job).phase == "EXECUTING"
-    engine.finish_tasks([failure(claimed[1].task_seq, transient=False)])
+    finish(engine, [failure(claimed[1].task_seq, transient=False)])
     record = engine.get_job(ALICE, job)
     assert record.phase == "ERROR"
     assert record.task_status_counts == {"failed": 2, "cancelled": 1}
     # the third task's late success changes nothing
-    engine.finish_tasks([ok(claimed[2].task_seq)])
+    finish(engine, [ok(claimed[2].task_seq)])
     assert engine.get_job(ALICE, job).phase == "ERROR"
 
 
 def test_failures_within_budget_still_complete(engine: Engine) -> None:
     job = submit(engine, job_type="frames", max_failed_tasks=1)
     claimed = engine.claim_tasks("w1", 10)
-    engine.finish_tasks(
-        [failure(claimed[0].task_seq, transient=False)] + [ok(t.task_seq) for t in claimed[1:]]
+    finish(
+        engine,
+        [failure(claimed[0].task_seq, transient=False)] + [ok(t.task_seq) for t in claimed[1:]],
     )
     record = engine.get_job(ALICE, job)
     assert record.phase == "COMPLETED" and len(record.errors) == 1
@@ -178,8 +184,8 @@ def test_abort_while_running_cancels_tasks_and_keeps_late_results(engine: Engine
     assert engine.heartbeat("w1", [task.task_seq]) == set()
     task.results_dir.mkdir(parents=True)
     (task.results_dir / "partial.txt").write_text("x")
-    engine.finish_tasks(
-        [ok(task.task_seq, results=[{"path": "partial.txt", "size": 1, "mime_type": None}])]
+    finish(
+        engine, [ok(task.task_seq, results=[{"path": "partial.txt", "size": 1, "mime_type": None}])]
     )
     record = engine.get_job(ALICE, job)
     assert record.phase == "ABORTED"
@@ -207,9 +213,9 @@ def test_lapsed_lease_is_rescued_and_retried(engine: Engine) -> None:
         rescued = engine.claim_tasks("w2", 10)
     assert [t.task_seq for t in rescued] == [task.task_seq]
     # the dead worker's late report no longer counts; the new one's does
-    engine.finish_tasks([failure(task.task_seq, transient=False, worker="dead-worker")])
+    finish(engine, [failure(task.task_seq, transient=False, worker="dead-worker")])
     assert engine.get_job(ALICE, job).phase == "EXECUTING"
-    engine.finish_tasks([ok(task.task_seq, worker="w2")])
+    finish(engine, [ok(task.task_seq, worker="w2")])
     assert engine.get_job(ALICE, job).phase == "COMPLETED"
 
 
@@ -228,7 +234,7 @@ def test_archiving_deletes_results_and_keeps_status(engine: Engine) -> None:
     [task] = engine.claim_tasks("w1", 10)
     task.results_dir.mkdir(parents=True)
     (task.results_dir / "r.txt").write_text("r")
-    engine.finish_tasks([ok(task.task_seq, results=[{"path": "r.txt", "size": 1}])])
+    finish(engine, [ok(task.task_seq, results=[{"path": "r.txt", "size": 1}])])
     waiting = submit(engine)
     future = submit(engine)
     with engine.db.begin() as conn:

@@ -17,6 +17,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Row,
-    bindparam,
     delete,
     func,
     insert,
@@ -930,10 +930,17 @@ class Engine:
 
         self.writer.run(op)
 
-    def finish_tasks(self, outcomes: Sequence[TaskOutcome]) -> None:
-        """Record how tasks ended, in one transaction; jobs whose tasks are done finish."""
-        if outcomes:
-            self.writer.run(lambda tx: self._finish(tx, outcomes, source=None))
+    def finish_tasks(self, outcomes: Sequence[TaskOutcome]) -> "Future[None]":
+        """Record how tasks ended, in one transaction; jobs whose tasks are done finish.
+
+        Returns at once; the future resolves at the commit. A worker need not wait: its next
+        claim then shares the commit.
+        """
+        if not outcomes:
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return self.writer.submit(lambda tx: self._finish(tx, outcomes, source=None))
 
     def _finish(self, tx: Tx, outcomes: Sequence[TaskOutcome], *, source: str | None) -> None:
         conn = tx.conn
@@ -1042,23 +1049,24 @@ class Engine:
                 ],
             )
 
-        counts: list[dict[str, Any]] = [
-            {"s": seq, "ok": by_job[seq], "bad": failed_by_job[seq], "now": tx.now}
-            for seq in set(by_job) | set(failed_by_job)
-        ]
-        if not counts:
+        touched = sorted(set(by_job) | set(failed_by_job))
+        if not touched:
             return
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.seq == bindparam("s"))
-            .values(
-                tasks_succeeded=jobs.c.tasks_succeeded + bindparam("ok"),
-                tasks_failed=jobs.c.tasks_failed + bindparam("bad"),
-                updated_time=bindparam("now"),
-            ),
-            counts,
-        )
-        touched: list[int] = [c["s"] for c in counts]
+        # Jobs grouped by how much their counters grow: one statement per group, and for
+        # single-task jobs that is one statement for the whole batch.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for seq in touched:
+            groups.setdefault((by_job[seq], failed_by_job[seq]), []).append(seq)
+        for (good, bad), seqs in groups.items():
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.seq.in_(seqs))
+                .values(
+                    tasks_succeeded=jobs.c.tasks_succeeded + good,
+                    tasks_failed=jobs.c.tasks_failed + bad,
+                    updated_time=tx.now,
+                )
+            )
         errored = self._set_phase(
             tx,
             [s for s in touched if failed_by_job[s]],

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import Future
 from datetime import UTC, datetime
 
 from jobdeck.worker.pool import ProcessPool
@@ -28,6 +29,11 @@ from jobdeck.engine.engine import ClaimedTask, Engine, LogLine, TaskOutcome
 from jobdeck.engine.writer import Changes
 
 log = logging.getLogger(__name__)
+
+
+def _log_failure(future: "Future[None]") -> None:
+    if future.exception() is not None:
+        log.error("recording finished tasks failed", exc_info=future.exception())
 
 
 def default_worker_id() -> str:
@@ -186,8 +192,8 @@ class Dispatcher:
             elif isinstance(event, TaskProgress):
                 self.engine.set_progress(task.job_seq, event.label, event.value, event.max_value)
         self.engine.append_logs(lines)
-        self.engine.finish_tasks(outcomes)
         if outcomes:
+            self.engine.finish_tasks(outcomes).add_done_callback(_log_failure)
             with self._lock:
                 self._maybe_more = True
 
