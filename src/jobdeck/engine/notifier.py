@@ -2,7 +2,7 @@
 
 Changes made in this process wake waiters directly. Changes made by other processes arrive by
 PostgreSQL's LISTEN/NOTIFY, or, on SQLite, by watching ``PRAGMA data_version`` (one cheap
-query for the whole process, twice a second): then every waiter looks again.
+query for the whole process, four times a second): then every waiter looks again.
 """
 
 import asyncio
@@ -125,19 +125,25 @@ class Notifier:
                 listener(changes)
 
     def _watch_sqlite(self) -> None:
-        last = None
-        while not self._stop.wait(0.5):
-            try:
-                with self._db.connect() as conn:
-                    version = conn.exec_driver_sql("PRAGMA data_version").scalar_one()
-                    conn.rollback()
-            except Exception:
-                log.exception("could not read SQLite's data_version")
-                continue
-            # data_version is per connection; a pooled one may differ, so any change wakes all.
-            if last is not None and version != last:
-                self.wake(Changes(everything=True, tasks_ready=True))
-            last = version
+        # data_version counts the commits of *other* connections as seen by this one, so the
+        # watcher keeps one connection of its own for as long as it runs.
+        connection = self._db.raw_connection()
+        try:
+            last = None
+            while not self._stop.wait(0.25):
+                try:
+                    cursor = connection.cursor()
+                    cursor.execute("PRAGMA data_version")
+                    (version,) = cursor.fetchone() or (None,)
+                    cursor.close()
+                except Exception:
+                    log.exception("could not read SQLite's data_version")
+                    continue
+                if last is not None and version != last:
+                    self.wake(Changes(everything=True, tasks_ready=True))
+                last = version
+        finally:
+            connection.close()
 
     def _listen_postgres(self) -> None:
         url = self._db.url.set(drivername="postgresql").render_as_string(hide_password=False)

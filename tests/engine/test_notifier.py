@@ -1,0 +1,57 @@
+"""A change made by one process wakes waiters in another (NOTIFY, or SQLite's data_version)."""
+
+import asyncio
+import threading
+import time
+
+from jobdeck.domain.phases import Phase
+from jobdeck.domain.records import JobCreate
+from jobdeck.engine.engine import Engine, Principal
+from jobdeck.engine.notifier import decode, encode
+from jobdeck.engine.writer import Changes
+from jobdeck.store.database import open_database
+
+ALICE = Principal("alice")
+
+
+def test_payload_round_trip() -> None:
+    changes = Changes(jobs={"a", "b"}, tasks_ready=True, tasks_cancelled={3, 4})
+    assert decode(encode(changes)) == changes
+    big = Changes(jobs={str(i) * 40 for i in range(1000)})
+    assert encode(big) == "*"
+    assert decode("*").everything
+
+
+def test_change_in_another_engine_wakes_a_waiter(engine: Engine, db_url: str) -> None:
+    other = Engine(open_database(db_url), engine.settings)
+    other.start()
+    try:
+        job = engine.create_job(ALICE, JobCreate(start=True)).id
+        threading.Timer(0.3, lambda: other.abort(ALICE, job)).start()
+
+        async def wait() -> float:
+            started = time.monotonic()
+            await engine.wait_for_change(ALICE, job, timeout=8, phase=Phase.QUEUED)
+            return time.monotonic() - started
+
+        elapsed = asyncio.run(wait())
+        assert engine.job_phase(ALICE, job) == Phase.ABORTED
+        assert elapsed < 3
+    finally:
+        other.close()
+        other.db.dispose()
+
+
+def test_tasks_ready_in_another_engine_reach_its_listeners(engine: Engine, db_url: str) -> None:
+    other = Engine(open_database(db_url), engine.settings)
+    other.start()
+    heard = threading.Event()
+    engine.notifier.add_task_listener(lambda changes: heard.set())
+    try:
+        time.sleep(0.6)  # let the listener connect (PostgreSQL) or take its first reading
+        heard.clear()
+        other.create_job(ALICE, JobCreate(job_type="noop", start=True))
+        assert heard.wait(5)
+    finally:
+        other.close()
+        other.db.dispose()
