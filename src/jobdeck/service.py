@@ -24,7 +24,9 @@ class StoreOptions:
     results_dir: Path | None = None
 
 
-def open_engine(options: StoreOptions, *, migrate: bool = True) -> Engine:
+def open_engine(
+    options: StoreOptions, *, migrate: bool = True, lease_seconds: float | None = None
+) -> Engine:
     """Open the store, apply migrations, and return an engine (not yet started)."""
     options.data_dir.mkdir(parents=True, exist_ok=True)
     db = open_database(
@@ -37,6 +39,8 @@ def open_engine(options: StoreOptions, *, migrate: bool = True) -> Engine:
         results_dir=(options.results_dir or options.data_dir / "results").resolve(),
         job_types=load_job_types(options.config),
     )
+    if lease_seconds is not None:
+        settings.lease_seconds = lease_seconds
     return Engine(db, settings)
 
 

@@ -23,6 +23,14 @@ from jobdeck.service import ensure_admin_token, open_engine
 from jobdeck.worker.dispatcher import Dispatcher
 
 console = Console(stderr=True)
+LeaseOption = Annotated[
+    float,
+    typer.Option(
+        help="Seconds a claimed task stays this worker's without a heartbeat; after that "
+        "(the worker died) it is retried elsewhere.",
+        min=1,
+    ),
+]
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
 token_app = typer.Typer(help="Bearer tokens.", no_args_is_help=True)
 
@@ -45,10 +53,12 @@ def serve(
         ),
     ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "warning",
+    lease_seconds: LeaseOption = 30.0,
 ) -> None:
     """Run the service: the API, upkeep and local workers, in one process."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    engine = open_engine(store_options(data_dir, db, config, full_sync=full_sync))
+    options = store_options(data_dir, db, config, full_sync=full_sync)
+    engine = open_engine(options, lease_seconds=lease_seconds)
     engine.start()
     token, created = ensure_admin_token(engine, data_dir)
     maintenance = Maintenance(engine)
@@ -85,6 +95,7 @@ def worker(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default: CPU count).")
     ] = None,
+    lease_seconds: LeaseOption = 30.0,
 ) -> None:
     """Run worker processes against a shared PostgreSQL, beside `jobdeck serve` elsewhere.
 
@@ -93,7 +104,7 @@ def worker(
     if not db.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         raise typer.BadParameter("jobdeck worker needs a PostgreSQL URL", param_hint="--db")
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s")
-    engine = open_engine(store_options(data_dir, db, config))
+    engine = open_engine(store_options(data_dir, db, config), lease_seconds=lease_seconds)
     engine.start()
     maintenance = Maintenance(engine)
     maintenance.start()

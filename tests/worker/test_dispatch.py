@@ -1,0 +1,241 @@
+"""Workers end to end: the engine, the dispatcher and real worker processes.
+
+Runs on SQLite and PostgreSQL. Process trees are checked through /proc.
+"""
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from jobdeck.domain.jobtypes import JobType, ParameterSpec
+from jobdeck.domain.phases import FINAL_PHASES
+from jobdeck.domain.records import JobCreate, JobRecord
+from jobdeck.engine.engine import Engine, Principal
+from jobdeck.engine.settings import EngineSettings
+from jobdeck.worker.dispatcher import Dispatcher
+
+ALICE = Principal("alice")
+HERE = Path(__file__).parent
+
+TEST_TYPES = {
+    "pidsleep": JobType(
+        name="pidsleep",
+        kind="command",
+        command=("sh", "-c", "echo $$ > {pidfile}; exec sleep {seconds}"),
+        parameters={"pidfile": ParameterSpec("path"), "seconds": ParameterSpec("int", 30)},
+    ),
+    "tree": JobType(
+        name="tree",
+        kind="command",
+        command=("sh", "-c", "sleep 60 & echo $! > {pidfile}; echo started; wait"),
+        parameters={"pidfile": ParameterSpec("path")},
+    ),
+    "chatty": JobType(
+        name="chatty",
+        kind="command",
+        command=("sh", "-c", "echo one; echo two >&2; sleep 30"),
+    ),
+    "count": JobType(
+        name="count",
+        kind="python",
+        target="dispatch_jobs:count",
+        parameters={"n": ParameterSpec("int", 3)},
+    ),
+    "frames": JobType(
+        name="frames",
+        kind="command",
+        command=("sh", "-c", "echo frame {frame} parent $PPID"),
+        parameters={"frames": ParameterSpec("string", "1-40")},
+        task_parameters={"frame": "{frames}"},
+    ),
+}
+
+
+@pytest.fixture
+def settings(settings: EngineSettings, monkeypatch: pytest.MonkeyPatch) -> EngineSettings:
+    # The worker processes import the python job types from this directory.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), *sys.path]))
+    settings.job_types.update(TEST_TYPES)
+    return settings
+
+
+@pytest.fixture
+def dispatcher(engine: Engine) -> Iterator[Dispatcher]:
+    dispatcher = Dispatcher(engine, processes=2, worker_id="test-worker")
+    dispatcher.start()
+    yield dispatcher
+    dispatcher.stop(timeout=5)
+
+
+def submit(engine: Engine, job_type: str, **fields: object) -> str:
+    request = JobCreate.model_validate({"job_type": job_type, "start": True, **fields})
+    return engine.create_job(ALICE, request).id
+
+
+def wait_for(
+    engine: Engine, job_id: str, done: Callable[[JobRecord], bool], timeout: float = 20
+) -> JobRecord:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = engine.get_job(ALICE, job_id)
+        if done(record):
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} stuck: {engine.get_job(ALICE, job_id)}")
+
+
+def finished(engine: Engine, job_id: str, timeout: float = 20) -> JobRecord:
+    return wait_for(engine, job_id, lambda r: r.phase in FINAL_PHASES, timeout)
+
+
+def read_pid(path: Path, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text().strip() if path.exists() else ""
+        if text:
+            return int(text)
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never got a pid")
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_many_jobs_complete_across_processes(engine: Engine, dispatcher: Dispatcher) -> None:
+    created = engine.create_jobs(
+        ALICE, [JobCreate(job_type="noop", start=True) for _ in range(1000)]
+    )
+    deadline = time.monotonic() + 60
+    while engine.stats(ALICE).get("COMPLETED", 0) < 1000 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert engine.stats(ALICE) == {"COMPLETED": 1000}
+    record = engine.get_job(ALICE, created.jobs[0].id)
+    assert [e.status for e in record.timeline] == ["PENDING", "QUEUED", "EXECUTING", "COMPLETED"]
+    assert record.timeline[2].source == "worker:test-worker"
+
+
+def test_tasks_of_one_job_run_in_parallel(engine: Engine, dispatcher: Dispatcher) -> None:
+    job = submit(engine, "frames")
+    record = finished(engine, job)
+    assert record.phase == "COMPLETED"
+    assert record.task_status_counts == {"succeeded": 40}
+    assert record.execution.progress["tasks"].model_dump() == {"value": 40, "max_value": 40}
+    lines = engine.logs(ALICE, job, limit=1000).logs
+    assert len(lines) == 40
+    assert len({line.message.split("parent ")[1] for line in lines}) == 2
+
+
+def test_python_job_progress_logs_and_result(engine: Engine, dispatcher: Dispatcher) -> None:
+    job = submit(engine, "count", parameters={"n": 4})
+    record = finished(engine, job)
+    assert record.phase == "COMPLETED", record.errors
+    assert record.execution.progress["steps"].model_dump() == {"value": 4, "max_value": 4}
+    messages = [line.message for line in engine.logs(ALICE, job).logs]
+    assert "step 4 of 4" in messages and "printed line" in messages
+    path, ref = engine.result_file(ALICE, job, "result.json")
+    assert path is not None and ref.mime_type == "application/json"
+    assert '"steps": 4' in path.read_text()
+
+
+def test_abort_kills_the_process_tree(
+    engine: Engine, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "tree.pid"
+    job = submit(engine, "tree", parameters={"pidfile": str(pidfile)})
+    sleeper = read_pid(pidfile)
+    shell = parent_of(sleeper)
+    assert alive(sleeper) and alive(shell)
+    started = time.monotonic()
+    engine.abort(ALICE, job)
+    while (alive(sleeper) or alive(shell)) and time.monotonic() - started < 5:
+        time.sleep(0.02)
+    assert not alive(sleeper) and not alive(shell)
+    assert time.monotonic() - started < 2
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "ABORTED"
+    assert [e.error_code for e in record.errors] == ["aborted"]
+    # the pool goes on working with a fresh process
+    assert finished(engine, submit(engine, "noop")).phase == "COMPLETED"
+
+
+def test_execution_duration_is_enforced(engine: Engine, dispatcher: Dispatcher) -> None:
+    started = time.monotonic()
+    job = submit(engine, "sleep", parameters={"seconds": 30}, execution_duration=1)
+    record = finished(engine, job, timeout=10)
+    assert time.monotonic() - started < 5
+    assert record.phase == "ERROR"
+    assert record.errors[0].error_code == "timeout"
+
+
+def test_killed_worker_process_task_is_retried(
+    engine: Engine, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "sleep.pid"
+    job = submit(engine, "pidsleep", parameters={"pidfile": str(pidfile), "seconds": 2})
+    sleeper = read_pid(pidfile)
+    worker_process = parent_of(sleeper)
+    pidfile.unlink()
+    os.kill(worker_process, signal.SIGKILL)
+    record = finished(engine, job, timeout=30)
+    assert record.phase == "COMPLETED", record
+    assert "RETRYING" in [e.status for e in record.timeline]
+    assert read_pid(pidfile) != sleeper  # it ran again
+
+
+def test_retries_with_backoff_then_failure(engine: Engine, dispatcher: Dispatcher) -> None:
+    job = submit(
+        engine,
+        "fail",
+        parameters={"code": "flaky", "message": "try again", "transient": 1},
+        max_retries_per_task=2,
+    )
+    record = finished(engine, job)
+    assert record.phase == "ERROR"
+    assert [e.status for e in record.timeline].count("RETRYING") == 2
+    assert record.errors[-1].error_code == "flaky"
+    assert record.errors[-1].type == "transient"
+
+
+def test_logs_readable_while_running(engine: Engine, dispatcher: Dispatcher) -> None:
+    job = submit(engine, "chatty")
+
+    def both_lines(record: JobRecord) -> bool:
+        return {"one", "two"} <= {line.message for line in engine.logs(ALICE, record.id).logs}
+
+    record = wait_for(engine, job, both_lines, timeout=10)
+    assert record.phase == "EXECUTING"
+    levels = {line.message: line.level for line in engine.logs(ALICE, job).logs}
+    assert levels["one"] != levels["two"]  # stdout and stderr are told apart
+    engine.abort(ALICE, job)
+
+
+def test_results_download_and_traversal(
+    engine: Engine, dispatcher: Dispatcher, server: object, alice: httpx.Client
+) -> None:
+    job = alice.post(
+        "/jobs", json={"job_type": "echo", "parameters": {"message": "hello"}, "start": True}
+    ).json()
+    record = alice.get(f"/jobs/{job['id']}", params={"wait": 10}).json()
+    record = alice.get(f"/jobs/{job['id']}", params={"wait": 10}).json()
+    assert record["phase"] == "COMPLETED", record
+    assert [r["id"] for r in record["results"]] == ["echo.txt"]
+    download = alice.get(f"/jobs/{job['id']}/results/echo.txt")
+    assert download.status_code == 200 and download.text.strip() == "hello"
+    for sneaky in ("..%2F..%2Fadmin-token", "%2e%2e/%2e%2e/etc/passwd", "/etc/passwd"):
+        response = alice.get(f"/jobs/{job['id']}/results/{sneaky}")
+        assert response.status_code == 404
