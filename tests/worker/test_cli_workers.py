@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import free_port
 
 JOBDECK = [sys.executable, "-m", "jobdeck.cli.main"]
