@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Row,
+    bindparam,
     delete,
     func,
     insert,
@@ -101,6 +102,29 @@ _SUMMARY_COLUMNS = (
     jobs.c.updated_time,
     jobs.c.start_time,
     jobs.c.end_time,
+)
+
+
+# Statements of the read path, built once: building and keying a statement per call cost
+# more than running it.
+_JOB_BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
+_OWN_JOB_BY_ID = _JOB_BY_ID.where(jobs.c.owner == bindparam("owner"))
+_NOTES = select(job_notes).where(job_notes.c.job_seq == bindparam("seq")).order_by(job_notes.c.seq)
+_RESULTS = (
+    select(job_results).where(job_results.c.job_seq == bindparam("seq")).order_by(job_results.c.seq)
+)
+_TASK_COUNTS = (
+    select(tasks.c.state, func.count())
+    .where(tasks.c.job_seq == bindparam("seq"))
+    .group_by(tasks.c.state)
+)
+_QUEUED_HIGHER = select(func.count()).where(
+    jobs.c.phase == Phase.QUEUED, jobs.c.priority > bindparam("priority")
+)
+_QUEUED_EARLIER = select(func.count()).where(
+    jobs.c.phase == Phase.QUEUED,
+    jobs.c.priority == bindparam("priority"),
+    jobs.c.seq < bindparam("seq"),
 )
 
 
@@ -1181,9 +1205,12 @@ class Engine:
     def get_job(self, principal: Principal, job_id: str) -> JobRecord:
         """The full record of a job the principal may see."""
         with self.db.connect() as conn:
-            row = conn.execute(
-                self._visible(principal, select(jobs).where(jobs.c.id == job_id))
-            ).first()
+            if principal.admin:
+                row = conn.execute(_JOB_BY_ID, {"job_id": job_id}).first()
+            else:
+                row = conn.execute(
+                    _OWN_JOB_BY_ID, {"job_id": job_id, "owner": principal.user}
+                ).first()
             if row is None:
                 raise NotFound(f"no job {job_id}", job_id=job_id)
             return self._record(conn, row)
@@ -1206,9 +1233,7 @@ class Engine:
         ]
         messages: list[Message] = []
         errors: list[JobError] = []
-        for note in conn.execute(
-            select(job_notes).where(job_notes.c.job_seq == seq).order_by(job_notes.c.seq)
-        ):
+        for note in conn.execute(_NOTES, {"seq": seq}):
             if note.kind == "error":
                 errors.append(
                     JobError(
@@ -1230,18 +1255,11 @@ class Engine:
                 )
         results = [
             ResultRef(id=r.result_id, url=r.url, size=r.size, mime_type=r.mime_type)
-            for r in conn.execute(
-                select(job_results).where(job_results.c.job_seq == seq).order_by(job_results.c.seq)
-            )
+            for r in conn.execute(_RESULTS, {"seq": seq})
         ]
-        counts = {
-            state: count
-            for state, count in conn.execute(
-                select(tasks.c.state, func.count())
-                .where(tasks.c.job_seq == seq)
-                .group_by(tasks.c.state)
-            )
-        }
+        counts: dict[str, int] = {}
+        if row.task_count:
+            counts = dict(conn.execute(_TASK_COUNTS, {"seq": seq}).tuples().all())
         progress = {label: ProgressValue(**value) for label, value in (row.progress or {}).items()}
         progress["tasks"] = ProgressValue(
             value=row.tasks_succeeded + row.tasks_failed, max_value=row.task_count
@@ -1284,15 +1302,9 @@ class Engine:
     @staticmethod
     def _queue_position(conn: Connection, row: Row[Any]) -> int:
         """Jobs ahead in the queue: two index range counts, not a scan of the queue."""
-        ahead = conn.execute(
-            select(func.count()).where(jobs.c.phase == Phase.QUEUED, jobs.c.priority > row.priority)
-        ).scalar_one()
+        ahead = conn.execute(_QUEUED_HIGHER, {"priority": row.priority}).scalar_one()
         same = conn.execute(
-            select(func.count()).where(
-                jobs.c.phase == Phase.QUEUED,
-                jobs.c.priority == row.priority,
-                jobs.c.seq < row.seq,
-            )
+            _QUEUED_EARLIER, {"priority": row.priority, "seq": row.seq}
         ).scalar_one()
         return int(ahead + same)
 

@@ -5,6 +5,7 @@ future resolves only after the commit, so an acknowledgement always means "durab
 operation runs in a savepoint, so one that fails leaves the others of its batch untouched.
 """
 
+import contextlib
 import logging
 import queue
 import threading
@@ -78,6 +79,7 @@ class Writer:
         self._notifier = notifier
         self._thread: threading.Thread | None = None
         self._options = {"sqlite_begin": "IMMEDIATE"} if is_sqlite(db) else {}
+        self._connection: Connection | None = None
 
     def start(self) -> None:
         """Start the writing thread."""
@@ -120,19 +122,32 @@ class Writer:
                     break
                 batch.append(item)
             self._write(batch)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _write(self, batch: list[tuple[Operation[Any], "Future[Any]"]]) -> None:
+        if self._connection is None:
+            self._connection = self._db.connect().execution_options(**self._options)
+        conn = self._connection
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         changes = Changes()
+        # A savepoint per operation keeps one failure from failing the batch; a batch of one
+        # needs none (and light load is mostly batches of one).
+        alone = len(batch) == 1
         try:
-            connection = self._db.connect().execution_options(**self._options)
-            with connection as conn, conn.begin():
+            with conn.begin():
                 for operation, future in batch:
                     tx = Tx(conn=conn, now=datetime.now(UTC), changes=Changes())
                     try:
-                        with conn.begin_nested():
+                        if alone:
                             result = operation(tx)
+                        else:
+                            with conn.begin_nested():
+                                result = operation(tx)
                     except Exception as error:  # the operation's own failure
+                        if alone:
+                            raise
                         outcomes.append((future, False, error))
                     else:
                         outcomes.append((future, True, result))
@@ -140,7 +155,12 @@ class Writer:
                 if changes:
                     self._notifier.publish(changes, conn)
         except Exception as error:
-            log.exception("a write batch of %d operations failed", len(batch))
+            if not alone:
+                log.exception("a write batch of %d operations failed", len(batch))
+            # The connection may be broken: the next batch starts on a fresh one.
+            self._connection = None
+            with contextlib.suppress(Exception):
+                conn.close()
             for _operation, future in batch:
                 if not future.done():
                     future.set_exception(error)
