@@ -246,6 +246,13 @@ class Engine:
         self.writer.run(op)
         self._token_cache.pop(digest, None)
 
+    def cached_principal(self, token: str) -> Principal | None:
+        """The principal of a recently seen valid token, without touching the database."""
+        cached = self._token_cache.get(hash_token(token))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     def authenticate(self, token: str) -> Principal | None:
         """The principal a token stands for, or None."""
         digest = hash_token(token)
