@@ -73,6 +73,7 @@ from jobdeck.domain.records import (
 from jobdeck.engine.notifier import Notifier
 from jobdeck.engine.settings import EngineSettings
 from jobdeck.engine.writer import Tx, Writer
+from jobdeck.store.bulk import BulkInsert
 from jobdeck.store.database import is_sqlite
 from jobdeck.store.schema import (
     job_logs,
@@ -104,6 +105,22 @@ _SUMMARY_COLUMNS = (
     jobs.c.end_time,
 )
 
+
+# The submit path's inserts, run by the driver's executemany (see jobdeck.store.bulk).
+_INSERT_JOBS = BulkInsert(
+    jobs,
+    [
+        "id", "name", "description", "job_type", "owner", "created_by", "updated_by",
+        "run_id", "source_job_id", "idempotency_key", "phase", "status", "priority",
+        "creation_time", "updated_time", "destruction_time", "execution_duration",
+        "parameters", "json_parameters", "max_retries_per_task", "max_failed_tasks",
+        "task_count", "timeline",
+    ],
+)  # fmt: skip
+_INSERT_TASKS = BulkInsert(
+    tasks, ["job_seq", "task_index", "parameters", "state", "priority", "attempts", "run_after"]
+)
+_INSERT_LOGS = BulkInsert(job_logs, ["job_seq", "task_index", "level", "timestamp", "message"])
 
 # Statements of the read path, built once: building and keying a statement per call cost
 # more than running it.
@@ -347,6 +364,7 @@ class Engine:
             "phase": Phase.QUEUED if request.start else Phase.PENDING,
             "status": Status.WAITING,
             "idempotency_key": None,
+            "source_job_id": None,
         }
         task_rows = (
             [{"task_index": i, "parameters": p} for i, p in enumerate(tasks_)]
@@ -406,7 +424,7 @@ class Engine:
         ]
         # A plain executemany, then one look-up of the keys: SQLite cannot return the keys of
         # a multi-row insert in order, and would fall back to a statement per row.
-        tx.conn.execute(insert(jobs), rows)
+        _INSERT_JOBS.execute(tx.conn, rows)
         ids = [row["id"] for row in rows]
         seqs = {
             job_id: seq
@@ -421,7 +439,7 @@ class Engine:
             for task in job_tasks or ()
         ]
         if task_rows:
-            tx.conn.execute(insert(tasks), task_rows)
+            _INSERT_TASKS.execute(tx.conn, task_rows)
             tx.changes.tasks_ready = True
         return JobBatchCreated(
             jobs=[JobRef(id=row["id"], phase=row["phase"]) for row, _tasks in prepared]
@@ -1162,7 +1180,7 @@ class Engine:
         """Store log lines (without waiting for the commit)."""
         if lines:
             rows = [line.__dict__ for line in lines]
-            self.writer.submit(lambda tx: tx.conn.execute(insert(job_logs), rows))
+            self.writer.submit(lambda tx: _INSERT_LOGS.execute(tx.conn, rows))
 
     def set_progress(self, job_seq: int, label: str, value: int, max_value: int) -> None:
         """Record a progress counter of a job (without waiting for the commit)."""

@@ -107,7 +107,15 @@ jobs = Table(
     Column("tasks_succeeded", Integer, nullable=False, server_default=text("0")),
     Column("tasks_failed", Integer, nullable=False, server_default=text("0")),
     Column("timeline", TimelineJSON, nullable=False),
-    Index("ix_jobs_queue", "phase", text("priority DESC"), "seq"),
+    # Partial: a row leaving the queue costs no entry here (PostgreSQL skips partial indexes
+    # whose predicate the new row version does not meet).
+    Index(
+        "ix_jobs_queue",
+        text("priority DESC"),
+        "seq",
+        sqlite_where=text("phase = 'QUEUED'"),
+        postgresql_where=text("phase = 'QUEUED'"),
+    ),
     Index("ix_jobs_owner_seq", "owner", "seq"),
     Index(
         "ix_jobs_idempotency",
@@ -140,7 +148,13 @@ tasks = Table(
     Column("lease_expires", UtcDateTime),
     Column("started_at", UtcDateTime),
     Column("ended_at", UtcDateTime),
-    Index("ix_tasks_claim", "state", text("priority DESC"), "seq"),
+    Index(
+        "ix_tasks_claim",
+        text("priority DESC"),
+        "seq",
+        sqlite_where=text("state = 'ready'"),
+        postgresql_where=text("state = 'ready'"),
+    ),
     Index("ix_tasks_job", "job_seq", "task_index", unique=True),
     Index(
         "ix_tasks_lease",

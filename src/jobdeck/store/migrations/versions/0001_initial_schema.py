@@ -185,8 +185,20 @@ def upgrade() -> None:
 
     # Claims and queue positions read in (priority DESC, seq) order; autogenerate cannot
     # compare expression indexes, so these two are written by hand.
-    op.create_index("ix_jobs_queue", "jobs", ["phase", sa.text("priority DESC"), "seq"])
-    op.create_index("ix_tasks_claim", "tasks", ["state", sa.text("priority DESC"), "seq"])
+    op.create_index(
+        "ix_jobs_queue",
+        "jobs",
+        [sa.text("priority DESC"), "seq"],
+        sqlite_where=sa.text("phase = 'QUEUED'"),
+        postgresql_where=sa.text("phase = 'QUEUED'"),
+    )
+    op.create_index(
+        "ix_tasks_claim",
+        "tasks",
+        [sa.text("priority DESC"), "seq"],
+        sqlite_where=sa.text("state = 'ready'"),
+        postgresql_where=sa.text("state = 'ready'"),
+    )
 
 
 def downgrade() -> None:
