@@ -26,7 +26,9 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Row,
+    and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -1106,33 +1108,42 @@ class Engine:
         groups: dict[tuple[int, int], list[int]] = {}
         for seq in touched:
             groups.setdefault((by_job[seq], failed_by_job[seq]), []).append(seq)
+        who = source or "scheduler"
         for (good, bad), seqs in groups.items():
-            conn.execute(
+            # Counters and completion in one UPDATE: SET expressions read the old row, so
+            # "done" is judged on the counts this very statement writes.
+            all_done = and_(
+                jobs.c.phase == Phase.EXECUTING,
+                jobs.c.tasks_succeeded + jobs.c.tasks_failed + (good + bad) >= jobs.c.task_count,
+                jobs.c.tasks_failed + bad <= jobs.c.max_failed_tasks,
+            )
+            completed = conn.execute(
                 update(jobs)
                 .where(jobs.c.seq.in_(seqs))
                 .values(
                     tasks_succeeded=jobs.c.tasks_succeeded + good,
                     tasks_failed=jobs.c.tasks_failed + bad,
                     updated_time=tx.now,
+                    phase=case((all_done, Phase.COMPLETED.value), else_=jobs.c.phase),
+                    status=case((all_done, Status.COMPLETED.value), else_=jobs.c.status),
+                    end_time=case((all_done, tx.now), else_=jobs.c.end_time),
+                    timeline=case(
+                        (all_done, self._append(Phase.COMPLETED, who, tx.now)),
+                        else_=jobs.c.timeline,
+                    ),
                 )
-            )
+                .returning(jobs.c.id, jobs.c.phase)
+            ).all()
+            tx.changes.jobs.update(r.id for r in completed if r.phase == Phase.COMPLETED)
         errored = self._set_phase(
             tx,
             [s for s in touched if failed_by_job[s]],
             Phase.ERROR,
-            source=source or "scheduler",
+            source=who,
             allowed_from=[Phase.EXECUTING],
             where=jobs.c.tasks_failed > jobs.c.max_failed_tasks,
         )
         self._cancel_tasks(tx, [r.seq for r in errored])
-        self._set_phase(
-            tx,
-            touched,
-            Phase.COMPLETED,
-            source=source or "scheduler",
-            allowed_from=[Phase.EXECUTING],
-            where=jobs.c.tasks_succeeded + jobs.c.tasks_failed >= jobs.c.task_count,
-        )
 
     def _retries_left(self, row: Any, error: JobError | None) -> bool:
         if error is None or error.type != "transient":

@@ -1,0 +1,284 @@
+"""The blocking client: :class:`Client`."""
+
+import builtins
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from jobdeck.client import calls
+from jobdeck.client.calls import Call, Download, Emit, Plan, raise_for_error, unreachable
+from jobdeck.client.config import client_headers, resolve_token, resolve_url
+from jobdeck.domain.phases import Phase, Status
+from jobdeck.domain.records import (
+    JobError,
+    JobRecord,
+    JobSummary,
+    LogEntry,
+    ParameterInput,
+    ResultRef,
+    Stats,
+    TokenCreated,
+)
+
+T = TypeVar("T")
+E = TypeVar("E")
+R = TypeVar("R")
+
+
+class Client:
+    """A blocking client of the jobdeck native API.
+
+    ``url`` and ``token`` default to ``$JOBDECK_URL`` (else ``http://127.0.0.1:8000``) and
+    ``$JOBDECK_TOKEN``. Every method returns the server's own pydantic models and raises a
+    :class:`~jobdeck.client.errors.ClientError` subclass on failure. Use it as a context
+    manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = resolve_url(url)
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=client_headers(resolve_token(token)),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ carrying out steps
+
+    def _send(self, call: Call[T]) -> T:
+        timeout = httpx.Timeout(self.timeout, read=self.timeout + call.extra_timeout)
+        try:
+            response = self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                content=call.content(),
+                headers=call.request_headers(),
+                timeout=timeout,
+            )
+        except httpx.TransportError as error:
+            raise unreachable(self.url, error) from None
+        return call.parse(response)
+
+    def _download(self, step: Download) -> None:
+        step.target.parent.mkdir(parents=True, exist_ok=True)
+        partial = calls.partial_path(step.target)
+        try:
+            with self._http.stream("GET", step.path, follow_redirects=True) as response:
+                if not response.is_success:
+                    response.read()
+                    raise_for_error(response)
+                with partial.open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        handle.write(chunk)
+        except httpx.TransportError as error:
+            raise unreachable(self.url, error) from None
+        partial.replace(step.target)
+
+    def _step(self, step: Call[Any] | Download) -> Any:
+        if isinstance(step, Download):
+            return self._download(step)
+        return self._send(step)
+
+    def _stream(self, plan: Plan[E, Any]) -> Iterator[E]:
+        """Carry out a plan, handing over what it emits."""
+        outcome: Any = None
+        while True:
+            try:
+                step = plan.send(outcome)
+            except StopIteration:
+                return
+            outcome = None
+            if isinstance(step, Emit):
+                yield step.item
+            else:
+                outcome = self._step(step)
+
+    def _finish(self, plan: Plan[Any, R]) -> R:
+        """Carry out a plan for its return value."""
+        outcome: Any = None
+        while True:
+            try:
+                step = plan.send(outcome)
+            except StopIteration as stop:
+                result: R = stop.value
+                return result
+            outcome = None if isinstance(step, Emit) else self._step(step)
+
+    # ------------------------------------------------------------------ jobs
+
+    def create(
+        self,
+        job_type: str | None = None,
+        *,
+        parameters: Mapping[str, ParameterInput] | None = None,
+        json_parameters: Any = None,
+        name: str = "",
+        description: str = "",
+        priority: int = 50,
+        run_id: str | None = None,
+        start: bool = False,
+        execution_duration: int | None = None,
+        max_retries_per_task: int = 0,
+        max_failed_tasks: int = 0,
+        idempotency_key: str | None = None,
+    ) -> JobRecord:
+        """Create a job (queued at once with ``start=True``); ``job_type=None`` makes a job you
+        drive yourself with :meth:`start`, :meth:`complete` and :meth:`fail`."""
+        request = calls.build_job_create(
+            job_type,
+            parameters=parameters,
+            json_parameters=json_parameters,
+            name=name,
+            description=description,
+            priority=priority,
+            run_id=run_id,
+            start=start,
+            execution_duration=execution_duration,
+            max_retries_per_task=max_retries_per_task,
+            max_failed_tasks=max_failed_tasks,
+        )
+        return self._send(calls.create_job(request, idempotency_key=idempotency_key))
+
+    def get(self, job_id: str, *, wait: float | None = None) -> JobRecord:
+        """The record of a job; with ``wait``, first block up to that many seconds (the server
+        caps it) until an active job's phase changes."""
+        return self._send(calls.get_job(job_id, wait=wait))
+
+    def list(
+        self,
+        *,
+        phases: Iterable[Phase | str] = (),
+        status: Status | str | None = None,
+        job_type: str | None = None,
+        run_id: str | None = None,
+        owner: str | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> Iterator[JobSummary]:
+        """The jobs the token may see, newest first, fetched page by page as you iterate."""
+        return self._stream(
+            calls.list_jobs(
+                phases=phases,
+                status=status,
+                job_type=job_type,
+                run_id=run_id,
+                owner=owner,
+                page_size=page_size,
+                limit=limit,
+            )
+        )
+
+    def run(self, job_id: str) -> JobRecord:
+        """Queue a PENDING job (PENDING → QUEUED)."""
+        return self._send(calls.job_action(job_id, "run"))
+
+    def abort(self, job_id: str) -> JobRecord:
+        """Abort a job; a job that has already finished stays as it is."""
+        return self._send(calls.job_action(job_id, "abort"))
+
+    def copy(self, job_id: str) -> JobRecord:
+        """A new PENDING job with the same type, parameters and limits."""
+        return self._send(calls.job_action(job_id, "copy"))
+
+    def delete(self, job_id: str) -> None:
+        """Delete a job, its record and its results (a running job is killed first)."""
+        self._send(calls.delete_job(job_id))
+
+    def watch(
+        self, job_id: str, *, timeout: float | None = None, poll: float = 30.0
+    ) -> Iterator[JobRecord]:
+        """Each new state of a job until it has finished (see :meth:`wait`)."""
+        return self._stream(calls.watch_job(job_id, timeout=timeout, poll=poll))
+
+    def wait(self, job_id: str, *, timeout: float | None = None, poll: float = 30.0) -> JobRecord:
+        """Block until a job leaves the active phases and return its record.
+
+        Uses the server's blocking GET, which answers as soon as the phase changes; ``poll``
+        is the longest one request is held. Raises
+        :class:`~jobdeck.client.errors.WaitTimeout` after ``timeout`` seconds.
+        """
+        return self._finish(calls.watch_job(job_id, timeout=timeout, poll=poll))
+
+    def logs(
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        offset: int = 0,
+        level: str = "debug",
+        poll: float = 1.0,
+    ) -> Iterator[LogEntry]:
+        """The log lines of a job; with ``follow``, new lines as they come until it finishes."""
+        return self._stream(
+            calls.follow_logs(job_id, follow=follow, offset=offset, level=level, poll=poll)
+        )
+
+    def results(self, job_id: str) -> builtins.list[ResultRef]:
+        """The results of a job."""
+        return self._send(calls.list_results(job_id))
+
+    def download_results(
+        self, job_id: str, directory: Path | str, *, result_ids: Iterable[str] | None = None
+    ) -> builtins.list[Path]:
+        """Save a job's results (or those named) as files under ``directory``."""
+        return self._finish(calls.download_results(job_id, Path(directory), result_ids=result_ids))
+
+    # ------------------------------------------------------------------ jobs you drive
+
+    def start(self, job_id: str) -> JobRecord:
+        """Report that a job without a type is executing (QUEUED → EXECUTING)."""
+        return self._send(calls.start_job(job_id))
+
+    def complete(self, job_id: str, results: Sequence[ResultRef] = ()) -> JobRecord:
+        """Report that a job without a type is done (EXECUTING → COMPLETED), with results."""
+        return self._send(calls.complete_job(job_id, results))
+
+    def fail(self, job_id: str, errors: Sequence[JobError | str]) -> JobRecord:
+        """Report that a job without a type failed (→ ERROR), with its errors."""
+        return self._send(calls.fail_job(job_id, errors))
+
+    def add_message(self, job_id: str, message: str, *, level: str = "info") -> JobRecord:
+        """Add a message to a job's record."""
+        return self._send(calls.add_message(job_id, message, level))
+
+    # ------------------------------------------------------------------ service
+
+    def create_token(self, user: str, *, admin: bool = False) -> TokenCreated:
+        """Create a bearer token for ``user`` (needs an admin token)."""
+        return self._send(calls.create_token(user, admin=admin))
+
+    def stats(self) -> Stats:
+        """How many jobs the token may see, by phase."""
+        return self._send(calls.stats())
+
+    def health(self) -> dict[str, Any]:
+        """The server's liveness answer (needs no token)."""
+        answer: dict[str, Any] = self._send(calls.health())
+        return answer
