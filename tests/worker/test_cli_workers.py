@@ -12,7 +12,7 @@ import httpx
 import pytest
 from conftest import free_port
 
-JOBDECK = [sys.executable, "-m", "jobdeck.cli.main"]
+JOBDECK = [sys.executable, "-m", "jobdeck"]
 
 
 class Processes:
