@@ -1,0 +1,574 @@
+"""A worker process: runs the tasks its pool sends, one at a time, and reports events.
+
+Started by :class:`jobdeck.worker.pool.ProcessPool` as
+``python -m jobdeck.worker.child --in FD --out FD [--path DIR]...``: it reads frames (see
+:mod:`jobdeck.worker.protocol`) from ``--in`` and writes event frames to ``--out``, two
+descriptors passed to it for the protocol alone. Its standard output and error are pipes it
+reads itself, so whatever a task prints (``print``, a C library, a subprocess) becomes log
+lines of that task and can never corrupt the protocol. Each ``--path`` is put in front of
+``sys.path``, where python job types are imported from (``PYTHONPATH`` works too).
+
+It never opens the database. It runs its queue in order; a SIGTERM sets ``ctx.cancelled``
+and makes it exit after the running task (the pool SIGKILLs the process group soon after).
+"""
+
+import argparse
+import contextlib
+import fcntl
+import functools
+import importlib
+import io
+import json
+import logging
+import mimetypes
+import os
+import select
+import selectors
+import signal
+import subprocess
+import sys
+import termios
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from jobdeck.domain.errors import ValidationFailed
+from jobdeck.domain.jobtypes import JobType
+from jobdeck.domain.parameters import substitute
+from jobdeck.worker.builtins import BUILTINS, WRITES_NOTHING, TaskFunction
+from jobdeck.worker.context import CancelFlag, TaskContext, TaskError
+from jobdeck.worker.protocol import (
+    ChildSetup,
+    Event,
+    FrameDecoder,
+    Shutdown,
+    SkipTask,
+    TaskAssignment,
+    TaskFinished,
+    TaskLog,
+    TaskProgress,
+    TaskStarted,
+    encode,
+    task_error,
+    write_all,
+)
+
+FLUSH_DELAY = 0.002
+"""Seconds an event may wait to share its write with others while the queue is busy."""
+FLUSH_BATCH = 256
+"""Events that are written at once, without waiting for the delay."""
+MAX_LINE = 65536
+"""A longer line of output is split; a task must not make the worker buffer without end."""
+STDERR_TAIL = 20
+"""Lines of a failed command's standard error kept as the error's detail."""
+
+log = logging.getLogger("jobdeck.worker.child")
+
+
+def _parent_gone() -> None:
+    """Nobody will read what the tasks do: stop them and this process at once."""
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+class EventSink:
+    """Collects events and writes them to the parent in batches.
+
+    The main thread writes when it runs out of work or a batch is full; a flusher thread
+    writes what has waited :data:`FLUSH_DELAY`, so that a long task's start and log lines
+    reach the parent promptly. Writes are serialised and in order.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._events: list[Event] = []
+        self._progress: dict[tuple[int, str], int] = {}
+        self._pending = threading.Event()
+        threading.Thread(target=self._flush_later, name="event-flusher", daemon=True).start()
+
+    def emit(self, event: Event) -> None:
+        """Queue ``event`` for the parent."""
+        with self._lock:
+            self._events.append(event)
+            count = len(self._events)
+        self._after_append(count)
+
+    def progress(self, task_id: int, label: str, value: int, max_value: int) -> None:
+        """Queue a progress update, replacing an unsent one of the same counter."""
+        event = TaskProgress(task_id, label, value, max_value)
+        with self._lock:
+            index = self._progress.get((task_id, label))
+            if index is not None:
+                self._events[index] = event
+                return
+            self._progress[(task_id, label)] = len(self._events)
+            self._events.append(event)
+            count = len(self._events)
+        self._after_append(count)
+
+    def _after_append(self, count: int) -> None:
+        if count == 1:
+            self._pending.set()
+        elif count >= FLUSH_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every queued event now."""
+        with self._write_lock:
+            with self._lock:
+                events, self._events = self._events, []
+                self._progress.clear()
+            if events:
+                try:
+                    write_all(self._fd, encode(events))
+                except BrokenPipeError:
+                    _parent_gone()
+
+    def _flush_later(self) -> None:
+        while True:
+            self._pending.wait()
+            self._pending.clear()
+            time.sleep(FLUSH_DELAY)
+            self.flush()
+
+
+def _unread_bytes(fd: int) -> int:
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+
+
+class OutputCapture:
+    """Standard output and error of this process, turned into log lines of the running task.
+
+    File descriptors 1 and 2 become pipes that a thread reads; lines are charged to the task
+    that is current when they are read, and :meth:`sync` makes sure a task's last lines are
+    read before the next task begins. Lines written while no task runs go to ``fallback_fd``
+    (the worker's original standard error).
+    """
+
+    def __init__(
+        self, sink: EventSink, current_task: Callable[[], int | None], fallback_fd: int
+    ) -> None:
+        self._sink = sink
+        self._current_task = current_task
+        self._fallback_fd = fallback_fd
+        self._lock = threading.Lock()
+        self._busy = False
+        self._partial: dict[int, bytearray] = {}
+        self._levels: dict[int, str] = {}
+        for target, level in ((1, "info"), (2, "warning")):
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, target)
+            os.close(write_end)
+            self._partial[read_end] = bytearray()
+            self._levels[read_end] = level
+        threading.Thread(target=self._read, name="output-capture", daemon=True).start()
+
+    def _read(self) -> None:
+        selector = selectors.DefaultSelector()
+        for fd in self._partial:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map():
+            for key, _ in selector.select():
+                # Busy before the read, so that sync() never sees the data in neither place.
+                self._busy = True
+                try:
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        selector.unregister(key.fd)
+                        continue
+                    with self._lock:
+                        self._take(key.fd, data)
+                finally:
+                    self._busy = False
+
+    def _take(self, fd: int, data: bytes) -> None:
+        partial = self._partial[fd]
+        partial += data
+        *lines, rest = partial.split(b"\n")
+        if len(rest) > MAX_LINE:
+            lines.append(rest)
+            rest = bytearray()
+        self._partial[fd] = rest
+        for line in lines:
+            self._line(fd, bytes(line))
+
+    def _line(self, fd: int, line: bytes) -> None:
+        task_id = self._current_task()
+        if task_id is None:
+            write_all(self._fallback_fd, line + b"\n")
+            return
+        text = line.rstrip(b"\r").decode("utf-8", "replace")
+        self._sink.emit(TaskLog(task_id, self._levels[fd], time.time(), text))
+
+    def sync(self) -> None:
+        """Return once everything written to stdout and stderr so far is a log line."""
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        while any(_unread_bytes(fd) for fd in self._partial) or self._busy:
+            time.sleep(0.0005)
+        with self._lock:
+            for fd, rest in self._partial.items():
+                if rest:
+                    self._partial[fd] = bytearray()
+                    self._line(fd, bytes(rest))
+
+
+class TaskLogHandler(logging.Handler):
+    """Turns log records into log lines of the running task."""
+
+    def __init__(
+        self, sink: EventSink, current_task: Callable[[], int | None], fallback_fd: int
+    ) -> None:
+        super().__init__()
+        self._sink = sink
+        self._current_task = current_task
+        self._fallback_fd = fallback_fd
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Send ``record`` as a log line, or to the worker's stderr outside a task."""
+        try:
+            message = self.format(record)
+            task_id = self._current_task()
+            if task_id is None:
+                write_all(self._fallback_fd, f"{record.levelname} {message}\n".encode())
+                return
+            if record.levelno >= logging.ERROR:
+                level = "error"
+            elif record.levelno >= logging.WARNING:
+                level = "warning"
+            elif record.levelno >= logging.INFO:
+                level = "info"
+            else:
+                level = "debug"
+            self._sink.emit(TaskLog(task_id, level, record.created, message))
+        except Exception:
+            self.handleError(record)
+
+
+def scan_results(root: Path) -> list[dict[str, Any]]:
+    """Every regular file under ``root`` as a result, sorted by path (symlinks are left out)."""
+    results: list[dict[str, Any]] = []
+    folders = [""]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = os.scandir(root / folder if folder else root)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                path = f"{folder}/{entry.name}" if folder else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(path)
+                elif entry.is_file(follow_symlinks=False):
+                    mime_type, _ = mimetypes.guess_type(entry.name)
+                    results.append(
+                        {
+                            "path": path,
+                            "size": entry.stat(follow_symlinks=False).st_size,
+                            "mime_type": mime_type or "application/octet-stream",
+                        }
+                    )
+    results.sort(key=lambda result: str(result["path"]))
+    return results
+
+
+def _exception_error(exc: BaseException) -> dict[str, Any]:
+    detail = "".join(traceback.format_exception(exc))
+    if isinstance(exc, TaskError):
+        return task_error(
+            exc.error_code,
+            exc.message,
+            type="transient" if exc.transient else "fatal",
+            detail=exc.detail if exc.detail is not None else detail,
+        )
+    return task_error("exception", f"{type(exc).__name__}: {exc}", detail=detail)
+
+
+class Runner:
+    """Runs one task at a time: python functions in this process, commands as children."""
+
+    def __init__(
+        self,
+        job_types: dict[str, JobType],
+        sink: EventSink,
+        cancel_flag: CancelFlag,
+        fallback_fd: int,
+    ) -> None:
+        self.job_types = job_types
+        self.current: int | None = None
+        self._sink = sink
+        self._cancel_flag = cancel_flag
+        self._capture = OutputCapture(sink, self._current, fallback_fd)
+        self._functions: dict[str, TaskFunction] = {}
+        handler = TaskLogHandler(sink, self._current, fallback_fd)
+        logging.getLogger().addHandler(handler)
+        self.task_logger = logging.getLogger("jobdeck.task")
+        self.task_logger.setLevel(logging.DEBUG)
+
+    def _current(self) -> int | None:
+        return self.current
+
+    def run(self, task: TaskAssignment) -> TaskFinished:
+        """Run ``task`` to its end and say how it went."""
+        started = time.time()
+        self._sink.emit(TaskStarted(task.task_id, started))
+        job_type = self.job_types.get(task.job_type)
+        error: dict[str, Any] | None
+        results: list[dict[str, Any]] = []
+        self.current = task.task_id
+        try:
+            if job_type is None:
+                error = task_error("unknown_job_type", f"no job type {task.job_type!r} here")
+            elif job_type.kind == "command":
+                error, results = self._run_command(task, job_type)
+            else:
+                error, results = self._run_python(task, job_type)
+        finally:
+            self.current = None
+        return TaskFinished(task.task_id, error is None, error, results, started, time.time())
+
+    def _function(self, job_type: JobType) -> TaskFunction:
+        if job_type.kind == "builtin":
+            return BUILTINS[job_type.target]
+        function = self._functions.get(job_type.target)
+        if function is None:
+            module_name, _, attribute = job_type.target.partition(":")
+            found: Any = importlib.import_module(module_name)
+            for name in attribute.split("."):
+                found = getattr(found, name)
+            if not callable(found):
+                raise TypeError(f"{job_type.target} is not a function")
+            function = self._functions[job_type.target] = found
+        return function
+
+    def _run_python(
+        self, task: TaskAssignment, job_type: JobType
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        quiet = job_type.kind == "builtin" and job_type.target in WRITES_NOTHING
+        results_dir = Path(task.results_dir)
+        error: dict[str, Any] | None = None
+        try:
+            function = self._function(job_type)
+        except Exception as exc:
+            error = _exception_error(exc)
+            error["error_code"] = "import_error"
+            return error, []
+        if not quiet:
+            results_dir.mkdir(parents=True, exist_ok=True)
+        context = TaskContext(
+            task_id=task.task_id,
+            job_id=task.job_id,
+            task_index=task.task_index,
+            attempt=task.attempt,
+            results_dir=results_dir,
+            json_parameters=task.json_parameters,
+            logger=self.task_logger,
+            report_progress=functools.partial(self._sink.progress, task.task_id),
+            cancel_flag=self._cancel_flag,
+        )
+        try:
+            value = function(dict(task.parameters), context)
+            if value is not None:
+                text = json.dumps(value, indent=2)
+                (results_dir / "result.json").write_text(text + "\n", encoding="utf-8")
+        except (Exception, SystemExit) as exc:
+            error = _exception_error(exc)
+        if job_type.kind != "builtin":
+            self._capture.sync()
+        return error, [] if quiet else scan_results(results_dir)
+
+    def _run_command(
+        self, task: TaskAssignment, job_type: JobType
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        try:
+            argv = [substitute(part, task.parameters) for part in job_type.command]
+        except ValidationFailed as exc:
+            return task_error("bad_parameters", exc.message), []
+        results_dir = Path(task.results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "JOBDECK_JOB_ID": task.job_id,
+            "JOBDECK_TASK_INDEX": str(task.task_index),
+            "JOBDECK_ATTEMPT": str(task.attempt),
+            "JOBDECK_RESULTS_DIR": str(results_dir),
+        }
+        try:
+            # Same process group as this worker: killing the group kills the command too.
+            process = subprocess.Popen(
+                argv,
+                cwd=results_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            return task_error("exec_failed", f"cannot run {argv[0]!r}: {exc}"), []
+        assert process.stdout is not None and process.stderr is not None
+        tail = self._stream(task.task_id, process, process.stdout.fileno(), process.stderr.fileno())
+        process.stdout.close()
+        process.stderr.close()
+        code = process.wait()
+        error = None
+        if code != 0:
+            if code < 0:
+                message = f"{argv[0]} was killed by {signal.Signals(-code).name}"
+            else:
+                message = f"{argv[0]} exited with code {code}"
+            error = task_error("exit_code", message, detail="\n".join(tail) or None)
+        return error, scan_results(results_dir)
+
+    def _stream(
+        self, task_id: int, process: subprocess.Popen[bytes], out_fd: int, err_fd: int
+    ) -> deque[str]:
+        """Turn the command's output into log lines until it exits; return stderr's tail."""
+        tail: deque[str] = deque(maxlen=STDERR_TAIL)
+        levels = {out_fd: "info", err_fd: "warning"}
+        partial = {out_fd: b"", err_fd: b""}
+        exited_at: float | None = None
+
+        def line(fd: int, raw: bytes) -> None:
+            text = raw.rstrip(b"\r").decode("utf-8", "replace")
+            if fd == err_fd:
+                tail.append(text)
+            self._sink.emit(TaskLog(task_id, levels[fd], time.time(), text))
+
+        with selectors.DefaultSelector() as selector:
+            for fd in levels:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                for key, _ in selector.select(timeout=0.1):
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        selector.unregister(key.fd)
+                        continue
+                    *lines, rest = (partial[key.fd] + data).split(b"\n")
+                    if len(rest) > MAX_LINE:
+                        lines.append(rest)
+                        rest = b""
+                    partial[key.fd] = rest
+                    for raw in lines:
+                        line(key.fd, raw)
+                # A background grandchild may hold the pipes open long after the command
+                # exited: the command's exit, not the pipes' end, ends the task.
+                if exited_at is None and process.poll() is not None:
+                    exited_at = time.monotonic()
+                if exited_at is not None and time.monotonic() - exited_at > 0.2:
+                    break
+        for fd, rest in partial.items():
+            if rest:
+                line(fd, rest)
+        return tail
+
+
+def _skip(queue: deque[TaskAssignment], task_id: int, sink: EventSink) -> None:
+    """Drop a queued task; one that ran already (the skip came too late) is not affected."""
+    for task in queue:
+        if task.task_id == task_id:
+            queue.remove(task)
+            now = time.time()
+            error = task_error("skipped", "cancelled before it started")
+            # The pool expects a finish for every task it sent, to free the task's place.
+            sink.emit(TaskFinished(task_id, False, error, [], now, now))
+            return
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM handler while the worker waits for work."""
+
+
+def serve(in_fd: int, out_fd: int) -> None:
+    """Run tasks from ``in_fd`` and report on ``out_fd`` until told to stop."""
+    cancel_flag = CancelFlag()
+    idle = False
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        cancel_flag.is_set = True
+        if idle:
+            raise _Stop
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    fallback_fd = os.dup(2)
+    sink = EventSink(out_fd)
+    decoder = FrameDecoder()
+    poller = select.poll()
+    poller.register(in_fd, select.POLLIN)
+
+    def read(block: bool) -> list[Any]:
+        nonlocal idle
+        if block:
+            idle = True
+            try:
+                if cancel_flag.is_set:
+                    raise _Stop
+                poller.poll()
+            finally:
+                idle = False
+        try:
+            data = os.read(in_fd, 1 << 20)
+        except BlockingIOError:
+            return []
+        if not data:
+            _parent_gone()
+        return decoder.feed(data)
+
+    os.set_blocking(in_fd, False)
+    messages = read(block=True)
+    while not messages:
+        messages = read(block=True)
+    setup = messages.pop(0)
+    assert isinstance(setup, ChildSetup), f"expected the setup first, got {setup!r}"
+    runner = Runner(setup.job_types, sink, cancel_flag, fallback_fd)
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
+    mimetypes.init()
+
+    queue: deque[TaskAssignment] = deque()
+    stopping = False
+    try:
+        while True:
+            for message in messages:
+                if isinstance(message, TaskAssignment):
+                    queue.append(message)
+                elif isinstance(message, SkipTask):
+                    _skip(queue, message.task_id, sink)
+                elif isinstance(message, Shutdown):
+                    stopping = True
+            if stopping or cancel_flag.is_set:
+                break
+            if queue:
+                sink.emit(runner.run(queue.popleft()))
+            if not queue:
+                sink.flush()
+            messages = read(block=not queue)
+    except _Stop:
+        pass
+    sink.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m jobdeck.worker.child``."""
+    parser = argparse.ArgumentParser(prog="jobdeck.worker.child")
+    parser.add_argument("--in", dest="in_fd", type=int, required=True)
+    parser.add_argument("--out", dest="out_fd", type=int, required=True)
+    parser.add_argument("--path", action="append", default=[])
+    args = parser.parse_args(argv)
+    for fd in (args.in_fd, args.out_fd):
+        # A command or subprocess of a task must not hold the protocol pipes open.
+        os.set_inheritable(fd, False)
+    sys.path[:0] = args.path
+    serve(args.in_fd, args.out_fd)
+
+
+if __name__ == "__main__":
+    main()

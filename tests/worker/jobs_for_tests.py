@@ -1,0 +1,79 @@
+"""Python job functions the pool tests run inside real worker processes."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from jobdeck.worker.context import TaskContext, TransientError
+
+
+def report(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Write to every channel a task has: prints, logs, progress, files, a return value."""
+    print("printed line")
+    print("printed to stderr", file=sys.stderr)
+    # Bypasses sys.stdout: only a capture of file descriptor 1 sees it.
+    subprocess.run(["echo", "from a subprocess"], check=True)
+    ctx.logger.info("step %d of %d", 1, 2)
+    ctx.logger.warning("a warning")
+    logging.getLogger("some.library").warning("a library warning")
+    for i in range(1, 101):
+        ctx.progress(i, 100, label="items")
+    (ctx.results_dir / "table.csv").write_text("a,b\n1,2\n")
+    (ctx.results_dir / "sub").mkdir(exist_ok=True)
+    (ctx.results_dir / "sub" / "notes.txt").write_text("notes\n")
+    return {
+        "pid": os.getpid(),
+        "params": params,
+        "json": ctx.json_parameters,
+        "job_id": ctx.job_id,
+        "task_index": ctx.task_index,
+        "attempt": ctx.attempt,
+        "cancelled": ctx.cancelled,
+    }
+
+
+def pid(params: dict[str, Any], ctx: TaskContext) -> int:
+    """Return the worker process's pid."""
+    return os.getpid()
+
+
+def boom(params: dict[str, Any], ctx: TaskContext) -> None:
+    """Fail with an ordinary exception."""
+    raise ValueError(f"bad value {params.get('value')!r}")
+
+
+def flaky(params: dict[str, Any], ctx: TaskContext) -> None:
+    """Fail with an error worth a retry."""
+    raise TransientError("the service is busy", error_code="busy")
+
+
+def unserialisable(params: dict[str, Any], ctx: TaskContext) -> object:
+    """Return something JSON cannot hold."""
+    return {"when": object()}
+
+
+def crash(params: dict[str, Any], ctx: TaskContext) -> None:
+    """Kill the worker process running this task."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def watch_cancel(params: dict[str, Any], ctx: TaskContext) -> None:
+    """Wait to be cancelled; leave a mark in ``marker`` when ``ctx.cancelled`` turns true."""
+    Path(params["marker"]).with_suffix(".started").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if ctx.cancelled:
+            Path(params["marker"]).write_text("cancelled")
+            return
+        time.sleep(0.01)
+
+
+def nap(params: dict[str, Any], ctx: TaskContext) -> None:
+    """Say so, then sleep a minute without ever looking at ``ctx.cancelled``."""
+    print(f"napping in {os.getpid()}")
+    time.sleep(60)
