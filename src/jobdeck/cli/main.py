@@ -2,7 +2,7 @@
 
 import typer
 
-from jobdeck.cli import server
+from jobdeck.cli import jobs, server
 
 app = typer.Typer(
     name="jobdeck",
@@ -14,3 +14,4 @@ app.command()(server.serve)
 app.command()(server.worker)
 app.add_typer(server.db_app, name="db")
 app.add_typer(server.token_app, name="token")
+jobs.register(app)
