@@ -1,0 +1,326 @@
+"""jobdeck itself, driven only through its CLI (``jobdeck serve`` / ``jobdeck worker``) and its
+HTTP API (httpx), on SQLite and on PostgreSQL; completion read from ``GET /api/v1/stats``."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from common import (
+    Peer,
+    PeerFailed,
+    Proc,
+    free_port,
+    percentile,
+    python_tool,
+    spawn,
+    start_postgres,
+    wait_until,
+)
+
+API = "/api/v1"
+NOOP = {"job_type": "noop", "start": True}
+SEED_BATCH = 10_000  # the batch endpoint's limit
+API_LOAD_CLIENTS = (1, 10, 50)
+
+
+def _iso_to_epoch(text: str) -> float:
+    """Epoch seconds of an ISO 8601 timestamp (``Z`` accepted)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class _Jobdeck(Peer):
+    """Shared by both stores: an API server, HTTP submission, stats-based completion."""
+
+    has_bulk = True
+
+    def __init__(self, work_dir: Path) -> None:
+        super().__init__(work_dir)
+        self.server: Proc | None = None
+        self.db_url: str | None = None
+        self.data_dir = work_dir / "data"
+        self.port = free_port()
+        self.ids: list[str] = []
+        self.records: dict[str, dict[str, Any]] = {}
+        self.rss_peak = {"server_mb": 0.0, "server_and_workers_mb": 0.0}
+        self.starts = 0
+
+    # -- the server --------------------------------------------------------------------------
+
+    def _serve(self, workers: int) -> None:
+        """Start ``jobdeck serve --workers N`` and wait until it answers with a token."""
+        args = [*python_tool("jobdeck"), "serve", "--data-dir", str(self.data_dir)]
+        args += ["--port", str(self.port), "--workers", str(workers)]
+        if self.db_url:
+            args += ["--db", self.db_url]
+        self.starts += 1
+        self.server = spawn(f"jobdeck-serve{self.starts}-w{workers}", args, self.work_dir)
+        base = f"http://127.0.0.1:{self.port}"
+        token_file = self.data_dir / "admin-token"
+
+        def ready() -> bool:
+            if self.server is not None and not self.server.alive():
+                raise PeerFailed(f"jobdeck serve exited: {self.server.tail()}")
+            return token_file.exists() and httpx.get(f"{base}{API}/health").status_code == 200
+
+        if not wait_until(ready, 60, 0.02):
+            raise PeerFailed(f"jobdeck serve did not answer in 60s: {self.server.tail()}")
+        token = token_file.read_text().strip()
+        self.client = httpx.Client(
+            base_url=f"{base}{API}", headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
+
+    def _stop_server(self) -> None:
+        if self.server is not None:
+            if hasattr(self, "client"):
+                self.client.close()
+            self.server.stop(30)
+            self.server = None
+
+    def _sample_rss(self) -> None:
+        """Keep the peak RSS of the server process, alone and with its worker children."""
+        import psutil
+
+        if self.server is None:
+            return
+        try:
+            main = psutil.Process(self.server.popen.pid)
+            own = main.memory_info().rss
+            children = sum(c.memory_info().rss for c in main.children(recursive=True))
+        except psutil.Error:
+            return
+        self.rss_peak["server_mb"] = max(self.rss_peak["server_mb"], own / 2**20)
+        total = (own + children) / 2**20
+        self.rss_peak["server_and_workers_mb"] = max(self.rss_peak["server_and_workers_mb"], total)
+
+    # -- the interface -----------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Start the API-only server (``--workers 0``)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._serve(0)
+
+    def _check(self, response: httpx.Response) -> Any:
+        if response.status_code >= 300:
+            raise PeerFailed(f"HTTP {response.status_code}: {response.text[:200]}")
+        return response.json()
+
+    def submit_one(self) -> Any:
+        """``POST /jobs`` with ``{"job_type": "noop", "start": true}``; the handle is the id."""
+        job_id = str(self._check(self.client.post("/jobs", json=NOOP))["id"])
+        self.ids.append(job_id)
+        return job_id
+
+    def submit_bulk(self, n: int, job: dict[str, Any] | None = None) -> None:
+        """``POST /jobs/batch`` with n jobs (one transaction)."""
+        body = {"jobs": [job or NOOP] * n}
+        created = self._check(self.client.post("/jobs/batch", json=body))["jobs"]
+        if len(created) != n:
+            raise PeerFailed(f"batch of {n} created {len(created)} jobs")
+        self.ids.extend(str(item["id"]) for item in created)
+
+    def completed(self) -> int:
+        """``GET /stats`` → ``phases.COMPLETED``; a job in ERROR fails the run."""
+        self._sample_rss()
+        phases = self._check(self.client.get("/stats"))["phases"]
+        if phases.get("ERROR"):
+            raise PeerFailed(f"{phases['ERROR']} no-op jobs ended in ERROR")
+        return int(phases.get("COMPLETED", 0))
+
+    def is_done(self, handle: Any) -> bool:
+        """``GET /jobs/{id}`` → phase COMPLETED (the record is kept for ``started_at``)."""
+        record = self._check(self.client.get(f"/jobs/{handle}"))
+        if record["phase"] in {"ERROR", "ABORTED"}:
+            raise PeerFailed(f"job {handle} ended in {record['phase']}")
+        self.records[handle] = record
+        return bool(record["phase"] == "COMPLETED")
+
+    def started_at(self, handle: Any) -> float | None:
+        """The EXECUTING entry of the job's timeline."""
+        record = self.records.pop(handle, None) or {}
+        for entry in record.get("timeline") or []:
+            if str(entry.get("status", "")).upper() == "EXECUTING":
+                return _iso_to_epoch(str(entry["timestamp"]))
+        return None
+
+    def check_workers(self) -> None:
+        """The server (and worker processes) still run."""
+        if self.server is not None and not self.server.alive():
+            raise PeerFailed(f"jobdeck serve exited: {self.server.tail()}")
+        super().check_workers()
+
+    def teardown(self) -> None:
+        """Stop workers and the server; stop PostgreSQL if we started it."""
+        super().teardown()
+        self._stop_server()
+        if hasattr(self, "pg"):
+            self.pg.stop()
+
+    # -- jobdeck-only figures ----------------------------------------------------------------
+
+    def extra_figures(self, args: Any) -> dict[str, Any]:
+        """RSS, embedded submission, and (by flag) API load and PostgreSQL scale-out."""
+        extra: dict[str, Any] = {}
+        if args.scale_out and self.db_url:
+            extra["scale_out_per_s"] = self._scale_out(args.jobs)
+        extra["embedded"] = self._embedded(args.jobs)
+        if args.api_load or args.million:
+            stored = 1_000_000 if args.million else 10_000
+            extra["api_load"] = self._api_load(stored)
+        self._sample_rss()
+        extra["rss_peak"] = dict(self.rss_peak)
+        return extra
+
+    def _scale_out(self, jobs: int) -> dict[str, float]:
+        """Throughput with 1, 2 and 4 ``jobdeck worker --workers 1`` processes (one per simulated
+        node) against the API-only server's PostgreSQL."""
+        rates: dict[str, float] = {}
+        for nodes in (1, 2, 4):
+            base = self.completed()
+            for start in range(0, jobs, 1000):
+                self.submit_bulk(min(1000, jobs - start))
+            began = time.monotonic()
+            for index in range(nodes):
+                args = [*python_tool("jobdeck"), "worker", "--db", str(self.db_url)]
+                args += ["--data-dir", str(self.data_dir), "--workers", "1"]
+                self.workers.append(spawn(f"scale{nodes}-{index}", args, self.work_dir))
+            deadline = time.monotonic() + max(60.0, jobs / 25)
+            while self.completed() < base + jobs:
+                if time.monotonic() > deadline:
+                    raise PeerFailed(f"scale-out with {nodes} workers did not finish in time")
+                self.check_workers()
+                time.sleep(0.02)
+            rates[str(nodes)] = jobs / (time.monotonic() - began)
+            self.stop_workers()
+        return rates
+
+    def _embedded(self, jobs: int) -> dict[str, Any]:
+        """Submission one at a time through the embedded Python API
+        (``jobdeck.embedded.JobStore(data_dir).create_job(name, user, request, result)``), in a
+        SQLite store of its own: idle jobs, no HTTP."""
+        try:
+            from jobdeck.embedded import JobStore
+        except ImportError:
+            return {"submit_one_per_s": None, "note": "jobdeck.embedded not available"}
+        store = JobStore(self.work_dir / "embedded")
+        try:
+            count = min(jobs, 5000)
+            start = time.perf_counter()
+            for _ in range(count):
+                store.create_job("noop", "bench", {}, None)
+            return {"submit_one_per_s": count / (time.perf_counter() - start), "jobs": count}
+        finally:
+            store.close()
+
+    def _api_load(self, stored: int) -> dict[str, Any]:
+        """GET one job and list jobs (100 a page), p50/p99 at 1/10/50 concurrent clients, with
+        at least ``stored`` jobs in the store (seeded through the batch endpoint)."""
+        seed_started = time.monotonic()
+        phases = self._check(self.client.get("/stats"))["phases"]
+        have = sum(int(v) for v in phases.values())
+        deadline = time.monotonic() + 3600
+        while have < stored:
+            chunk = min(SEED_BATCH, stored - have)
+            self.submit_bulk(chunk, {"job_type": "noop", "start": False})
+            have += chunk
+            if time.monotonic() > deadline:
+                raise PeerFailed(f"seeding {stored} jobs took over an hour")
+        result: dict[str, Any] = {
+            "stored_jobs": have,
+            "seed_seconds": round(time.monotonic() - seed_started, 1),
+        }
+        ids = self.ids
+        for clients in API_LOAD_CLIENTS:
+            for kind in ("get_job", "list_jobs"):
+                paths = (
+                    [f"/jobs/{random.choice(ids)}" for _ in range(2000)]
+                    if kind == "get_job"
+                    else ["/jobs?limit=100"] * 500
+                )
+                latencies = asyncio.run(self._load(paths, clients, 60.0))
+                result[f"{kind}_c{clients}_ms"] = {
+                    "p50": percentile(latencies, 50),
+                    "p99": percentile(latencies, 99),
+                    "requests": len(latencies),
+                }
+                self._sample_rss()
+        return result
+
+    async def _load(self, paths: list[str], clients: int, limit: float) -> list[float]:
+        """``clients`` concurrent loops over ``paths`` (each path once), bounded by ``limit``
+        seconds; the milliseconds of each request."""
+        latencies: list[float] = []
+        queue = list(reversed(paths))
+        deadline = time.monotonic() + limit
+        headers = dict(self.client.headers)
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(
+            base_url=str(self.client.base_url), headers=headers, limits=limits, timeout=60
+        ) as client:
+
+            async def loop() -> None:
+                while queue and time.monotonic() < deadline:
+                    path = queue.pop()
+                    start = time.perf_counter()
+                    response = await client.get(path)
+                    if response.status_code != 200:
+                        raise PeerFailed(f"GET {path}: HTTP {response.status_code}")
+                    latencies.append((time.perf_counter() - start) * 1000)
+
+            await asyncio.gather(*(loop() for _ in range(clients)))
+        return latencies
+
+
+class JobdeckSqlite(_Jobdeck):
+    """jobdeck on SQLite: to run queued jobs, the API-only server is stopped and
+    ``jobdeck serve --workers W`` started on the same data directory."""
+
+    name = "jobdeck-sqlite"
+    store = "sqlite"
+    settings = {"baseline": "`jobdeck serve --workers W` (SQLite, jobs queued before start)"}
+
+    def start_workers(self, workers: int, setting: str) -> None:
+        """Restart the server with W local workers."""
+        self._stop_server()
+        self._serve(workers)
+
+    closing = False
+
+    def stop_workers(self) -> None:
+        """Back to an API-only server (needed for the next submissions)."""
+        super().stop_workers()
+        if self.closing or (self.server is not None and self.server.name.endswith("-w0")):
+            return
+        self._stop_server()
+        self._serve(0)
+
+    def teardown(self) -> None:
+        """Stop the server (without restarting it)."""
+        self.closing = True
+        super().teardown()
+
+
+class JobdeckPostgres(_Jobdeck):
+    """jobdeck on PostgreSQL: an API-only ``jobdeck serve --workers 0 --db URL`` stays up and
+    ``jobdeck worker --db URL --workers W`` runs the jobs."""
+
+    name = "jobdeck-pg"
+    store = "pg"
+    settings = {"baseline": "`jobdeck serve --workers 0` + `jobdeck worker --workers W` (PG)"}
+
+    def setup(self) -> None:
+        """Private PostgreSQL, then the API-only server on it."""
+        self.pg = start_postgres(self.work_dir)
+        self.db_url = self.pg.url
+        super().setup()
+
+    def start_workers(self, workers: int, setting: str) -> None:
+        """One ``jobdeck worker`` process with W worker processes."""
+        args = [*python_tool("jobdeck"), "worker", "--db", str(self.db_url)]
+        args += ["--data-dir", str(self.data_dir), "--workers", str(workers)]
+        self.workers.append(spawn(f"jobdeck-worker-{setting}", args, self.work_dir))
