@@ -78,6 +78,7 @@ from jobdeck.engine.writer import Tx, Writer
 from jobdeck.store.bulk import BulkInsert
 from jobdeck.store.database import is_sqlite
 from jobdeck.store.schema import (
+    fixed,
     job_logs,
     job_notes,
     job_results,
@@ -138,10 +139,10 @@ _TASK_COUNTS = (
     .group_by(tasks.c.state)
 )
 _QUEUED_HIGHER = select(func.count()).where(
-    jobs.c.phase == Phase.QUEUED, jobs.c.priority > bindparam("priority")
+    jobs.c.phase == fixed(Phase.QUEUED), jobs.c.priority > bindparam("priority")
 )
 _QUEUED_EARLIER = select(func.count()).where(
-    jobs.c.phase == Phase.QUEUED,
+    jobs.c.phase == fixed(Phase.QUEUED),
     jobs.c.priority == bindparam("priority"),
     jobs.c.seq < bindparam("seq"),
 )
@@ -862,7 +863,7 @@ class Engine:
     def _claim(self, tx: Tx, worker_id: str, limit: int) -> list[ClaimedTask]:
         candidates = (
             select(tasks.c.seq)
-            .where(tasks.c.state == TaskState.READY, tasks.c.run_after <= tx.now)
+            .where(tasks.c.state == fixed(TaskState.READY), tasks.c.run_after <= tx.now)
             .order_by(tasks.c.priority.desc(), tasks.c.seq)
             .limit(limit)
         )
@@ -1164,7 +1165,7 @@ class Engine:
         def op(tx: Tx) -> int:
             lapsed = tx.conn.execute(
                 select(tasks.c.seq, tasks.c.worker_id)
-                .where(tasks.c.state == TaskState.RUNNING, tasks.c.lease_expires < tx.now)
+                .where(tasks.c.state == fixed(TaskState.RUNNING), tasks.c.lease_expires < tx.now)
                 .limit(limit)
             ).all()
             outcomes = [
@@ -1212,7 +1213,7 @@ class Engine:
         def op(tx: Tx) -> list[Row[Any]]:
             due = tx.conn.execute(
                 select(jobs.c.seq, jobs.c.id, jobs.c.phase)
-                .where(jobs.c.phase != Phase.ARCHIVED, jobs.c.destruction_time <= tx.now)
+                .where(jobs.c.phase != fixed(Phase.ARCHIVED), jobs.c.destruction_time <= tx.now)
                 .limit(limit)
             ).all()
             active = [row.seq for row in due if row.phase in ACTIVE_PHASES]
@@ -1295,7 +1296,7 @@ class Engine:
         ]
         counts: dict[str, int] = {}
         if row.task_count:
-            counts = dict(conn.execute(_TASK_COUNTS, {"seq": seq}).tuples().all())
+            counts = {state: n for state, n in conn.execute(_TASK_COUNTS, {"seq": seq})}
         progress = {label: ProgressValue(**value) for label, value in (row.progress or {}).items()}
         progress["tasks"] = ProgressValue(
             value=row.tasks_succeeded + row.tasks_failed, max_value=row.task_count
@@ -1356,7 +1357,7 @@ class Engine:
             expected: datetime = (row.start_time or now) + timedelta(seconds=mean)
             return max(expected, now)
         running = conn.execute(
-            select(func.count()).where(tasks.c.state == TaskState.RUNNING)
+            select(func.count()).where(tasks.c.state == fixed(TaskState.RUNNING))
         ).scalar_one()
         rounds = (position or 0) // max(1, running) + 1
         return now + timedelta(seconds=mean * rounds)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -232,3 +233,15 @@ def timeline_entry(status: str, source: str, at: datetime) -> list[str]:
     """A timeline entry as stored: ``[status, source, ISO time with Z]``."""
     stamp = at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     return [status, source, stamp]
+
+
+def fixed(value: str) -> Any:
+    """A fixed value written into the SQL, not bound as a parameter.
+
+    For predicates that must match a partial index (``state = 'ready'``): SQLite uses a
+    partial index only when the query states its condition literally, and a bound
+    parameter does not.
+    """
+    if "'" in value:
+        raise ValueError(f"not a plain value: {value!r}")
+    return literal_column(f"'{value}'")

@@ -15,6 +15,9 @@ import time
 from concurrent.futures import Future
 from datetime import UTC, datetime
 
+from jobdeck.domain.records import JobError
+from jobdeck.engine.engine import ClaimedTask, Engine, LogLine, TaskOutcome
+from jobdeck.engine.writer import Changes
 from jobdeck.worker.pool import ProcessPool
 from jobdeck.worker.protocol import (
     Event,
@@ -24,11 +27,13 @@ from jobdeck.worker.protocol import (
     TaskProgress,
 )
 
-from jobdeck.domain.records import JobError
-from jobdeck.engine.engine import ClaimedTask, Engine, LogLine, TaskOutcome
-from jobdeck.engine.writer import Changes
-
 log = logging.getLogger(__name__)
+
+
+PREFETCH = 128
+"""The most tasks a process may have waiting for it; how many it gets is adaptive."""
+BACKLOG_SECONDS = 0.05
+"""How much work, by recent task durations, to keep waiting per process."""
 
 
 def _log_failure(future: "Future[None]") -> None:
@@ -55,7 +60,7 @@ class Dispatcher:
         self.engine = engine
         self.worker_id = worker_id or default_worker_id()
         self._idle_wait = idle_wait
-        self._pool = ProcessPool(processes, engine.job_types, self._on_events)
+        self._pool = ProcessPool(processes, engine.job_types, self._on_events, prefetch=PREFETCH)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -64,6 +69,8 @@ class Dispatcher:
         self._claimed: dict[int, ClaimedTask] = {}
         self._maybe_more = True
         self._thread: threading.Thread | None = None
+        self._processes = processes
+        self._mean_duration = 1.0  # seconds; cautious until tasks have been seen
         self._heartbeat_every = max(0.5, engine.settings.lease_seconds / 3)
         self._next_heartbeat = 0.0
 
@@ -123,7 +130,7 @@ class Dispatcher:
             self._pool.cancel(task_seq, "aborted")
         if time.monotonic() >= self._next_heartbeat:
             self._heartbeat()
-        free = self._pool.free_slots()
+        free = min(self._pool.free_slots(), self._wanted() - len(self._claimed))
         if free > 0 and (maybe_more or not self._claimed):
             claimed = self.engine.claim_tasks(self.worker_id, free)
             if claimed:
@@ -132,6 +139,16 @@ class Dispatcher:
                 with self._lock:
                     self._maybe_more = True
                 self._wake.set()
+
+    def _wanted(self) -> int:
+        """How many tasks to hold: the running ones plus ~50 ms of work per process.
+
+        Short tasks need a deep backlog (a round trip to the database costs more than they
+        do); long ones need none, and should stay in the queue for other workers to take and
+        for their jobs to read QUEUED rather than EXECUTING while they wait here.
+        """
+        backlog = int(BACKLOG_SECONDS / max(self._mean_duration, 1e-4))
+        return self._processes * (1 + max(1, min(PREFETCH, backlog)))
 
     def _start(self, claimed: list[ClaimedTask]) -> None:
         for task in claimed:
@@ -178,6 +195,8 @@ class Dispatcher:
                 continue
             if isinstance(event, TaskFinished):
                 outcomes.append(self._outcome(event))
+                duration = max(0.0, event.ended_at - event.started_at)
+                self._mean_duration += 0.1 * (duration - self._mean_duration)
                 del self._claimed[event.task_id]
             elif isinstance(event, TaskLog):
                 lines.append(
