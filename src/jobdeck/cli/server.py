@@ -7,7 +7,6 @@ import threading
 from typing import Annotated
 
 import typer
-import uvicorn
 from rich.console import Console
 
 from jobdeck.cli.options import (
@@ -17,10 +16,6 @@ from jobdeck.cli.options import (
     DbOption,
     store_options,
 )
-from jobdeck.doors.native.app import create_asgi
-from jobdeck.engine.maintenance import Maintenance
-from jobdeck.service import ensure_admin_token, open_engine
-from jobdeck.worker.dispatcher import Dispatcher
 
 console = Console(stderr=True)
 LeaseOption = Annotated[
@@ -56,6 +51,14 @@ def serve(
     lease_seconds: LeaseOption = 30.0,
 ) -> None:
     """Run the service: the API, upkeep and local workers, in one process."""
+    # Imported here, so that the client commands of the same program start fast.
+    import uvicorn
+
+    from jobdeck.doors.native.app import create_asgi
+    from jobdeck.engine.maintenance import Maintenance
+    from jobdeck.service import ensure_admin_token, open_engine
+    from jobdeck.worker.dispatcher import Dispatcher
+
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     options = store_options(data_dir, db, config, full_sync=full_sync)
     engine = open_engine(options, lease_seconds=lease_seconds)
@@ -101,6 +104,10 @@ def worker(
 
     Results are written under the data directory's results/; share it with the API nodes.
     """
+    from jobdeck.engine.maintenance import Maintenance
+    from jobdeck.service import open_engine
+    from jobdeck.worker.dispatcher import Dispatcher
+
     if not db.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         raise typer.BadParameter("jobdeck worker needs a PostgreSQL URL", param_hint="--db")
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s")
@@ -124,6 +131,8 @@ def worker(
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDirOption = DEFAULT_DATA_DIR, db: DbOption = None) -> None:
     """Apply the database migrations."""
+    from jobdeck.service import open_engine
+
     open_engine(store_options(data_dir, db)).db.dispose()
     console.print("database is up to date")
 
@@ -136,6 +145,8 @@ def token_create(
     db: DbOption = None,
 ) -> None:
     """Create a bearer token for USER and print it (it is shown once)."""
+    from jobdeck.service import open_engine
+
     engine = open_engine(store_options(data_dir, db))
     engine.start()
     try:
