@@ -266,19 +266,23 @@ class Engine:
         self.writer.run(op)
         self._token_cache.pop(digest, None)
 
+    def _cached(self, digest: str) -> tuple[Principal | None] | None:
+        """``(principal,)`` while a token's look-up is fresh (principal None: not valid)."""
+        cached = self._token_cache.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return (cached[0],)
+        return None
+
     def cached_principal(self, token: str) -> Principal | None:
         """The principal of a recently seen valid token, without touching the database."""
-        cached = self._token_cache.get(hash_token(token))
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        return None
+        cached = self._cached(hash_token(token))
+        return cached[0] if cached is not None else None
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal a token stands for, or None."""
         digest = hash_token(token)
-        now = time.monotonic()
-        cached = self._token_cache.get(digest)
-        if cached is not None and cached[1] > now:
+        cached = self._cached(digest)
+        if cached is not None:
             return cached[0]
         with self.db.connect() as conn:
             row = conn.execute(
@@ -287,7 +291,8 @@ class Engine:
         principal = Principal(row.user, bool(row.admin)) if row else None
         if len(self._token_cache) > 10_000:
             self._token_cache.clear()
-        self._token_cache[digest] = (principal, now + self.settings.token_cache_seconds)
+        expiry = time.monotonic() + self.settings.token_cache_seconds
+        self._token_cache[digest] = (principal, expiry)
         return principal
 
     # ------------------------------------------------------------------ creating jobs

@@ -34,16 +34,6 @@ class Maintenance:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def run_once(self) -> tuple[int, int]:
-        """One round: (tasks rescued, jobs archived)."""
-        rescued = self._engine.rescue_lapsed()
-        archived = 0
-        while (count := self._engine.archive_expired()) > 0:
-            archived += count
-            if self._stop.is_set():
-                break
-        return rescued, archived
-
     def _loop(self) -> None:
         since_archive = self._archive_every  # archive once at start
         while not self._stop.wait(self._rescue_every):

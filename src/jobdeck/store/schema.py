@@ -31,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
+from jobdeck.domain.records import format_utc
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """A UTC timestamp stored without zone and returned with ``tzinfo=UTC``.
@@ -231,8 +233,7 @@ def timeline_append(dialect: str, status: str, source: str, at: datetime) -> Any
 
 def timeline_entry(status: str, source: str, at: datetime) -> list[str]:
     """A timeline entry as stored: ``[status, source, ISO time with Z]``."""
-    stamp = at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-    return [status, source, stamp]
+    return [status, source, format_utc(at)]
 
 
 def fixed(value: str) -> Any:
