@@ -312,10 +312,12 @@ def test_messages_and_timeline(alice: httpx.Client) -> None:
 
 def test_blocking_get_returns_on_change(alice: httpx.Client) -> None:
     job = create(alice, start=True)
-    threading.Timer(0.5, lambda: alice.post(f"/jobs/{job['id']}/abort")).start()
+    aborting = threading.Timer(0.5, lambda: alice.post(f"/jobs/{job['id']}/abort"))
+    aborting.start()
     started = time.monotonic()
     record = alice.get(f"/jobs/{job['id']}", params={"wait": 8}).json()
     elapsed = time.monotonic() - started
+    aborting.join()  # its response, too, is read before the client closes
     assert record["phase"] == "ABORTED"
     assert 0.3 < elapsed < 5
 
