@@ -5,6 +5,7 @@ These call the engine directly (no worker processes), on SQLite and PostgreSQL.
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -75,8 +76,8 @@ def test_pending_jobs_are_not_claimed(engine: Engine) -> None:
 def test_success_completes_the_job(engine: Engine, settings: EngineSettings) -> None:
     job = submit(engine)
     [task] = engine.claim_tasks("w1", 10)
-    assert task.results_dir == settings.results_dir / job
-    results_dir = task.results_dir
+    assert task.results_dir == str(settings.results_dir / job)
+    results_dir = Path(task.results_dir)
     results_dir.mkdir(parents=True)
     (results_dir / "out.txt").write_text("hello")
     finish(
@@ -97,7 +98,7 @@ def test_multi_task_job_aggregates(engine: Engine) -> None:
     job = submit(engine, job_type="frames")
     claimed = engine.claim_tasks("w1", 10)
     assert sorted(t.parameters["frame"] for t in claimed) == [1, 2, 3]
-    assert {t.results_dir.name for t in claimed} == {"0", "1", "2"}
+    assert {Path(t.results_dir).name for t in claimed} == {"0", "1", "2"}
     finish(engine, [ok(claimed[0].task_seq), ok(claimed[1].task_seq)])
     record = engine.get_job(ALICE, job)
     assert record.phase == "EXECUTING"
@@ -182,8 +183,8 @@ def test_abort_while_running_cancels_tasks_and_keeps_late_results(engine: Engine
     engine.abort(ALICE, job)
     assert {task.task_seq} in cancelled
     assert engine.heartbeat("w1", [task.task_seq]) == set()
-    task.results_dir.mkdir(parents=True)
-    (task.results_dir / "partial.txt").write_text("x")
+    Path(task.results_dir).mkdir(parents=True)
+    (Path(task.results_dir) / "partial.txt").write_text("x")
     finish(
         engine, [ok(task.task_seq, results=[{"path": "partial.txt", "size": 1, "mime_type": None}])]
     )
@@ -232,8 +233,8 @@ def test_heartbeat_and_release(engine: Engine) -> None:
 def test_archiving_deletes_results_and_keeps_status(engine: Engine) -> None:
     done = submit(engine)
     [task] = engine.claim_tasks("w1", 10)
-    task.results_dir.mkdir(parents=True)
-    (task.results_dir / "r.txt").write_text("r")
+    Path(task.results_dir).mkdir(parents=True)
+    (Path(task.results_dir) / "r.txt").write_text("r")
     finish(engine, [ok(task.task_seq, results=[{"path": "r.txt", "size": 1}])])
     waiting = submit(engine)
     future = submit(engine)
@@ -246,7 +247,7 @@ def test_archiving_deletes_results_and_keeps_status(engine: Engine) -> None:
     assert engine.archive_expired() == 2
     record = engine.get_job(ALICE, done)
     assert record.phase == "ARCHIVED" and record.status == "completed"
-    assert record.results == [] and not task.results_dir.exists()
+    assert record.results == [] and not Path(task.results_dir).exists()
     aborted = engine.get_job(ALICE, waiting)
     assert aborted.phase == "ARCHIVED" and aborted.status == "cancelled"
     assert [e.status for e in aborted.timeline][-2:] == ["ABORTED", "ARCHIVED"]

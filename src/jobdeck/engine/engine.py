@@ -26,9 +26,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Row,
-    and_,
     bindparam,
-    case,
     delete,
     func,
     insert,
@@ -88,6 +86,7 @@ from jobdeck.store.schema import (
     timeline_entry,
     tokens,
 )
+from jobdeck.store.statements import TaskStatements
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +168,8 @@ class ClaimedTask:
     json_parameters: Any
     execution_duration: float
     attempt: int
-    results_dir: Path
+    results_dir: str
+    """Where the task writes its result files."""
 
 
 @dataclass
@@ -222,6 +222,7 @@ class Engine:
         self.notifier = Notifier(db)
         self.writer = Writer(db, notifier=self.notifier)
         self._sqlite = is_sqlite(db)
+        self._statements = TaskStatements(db.dialect.name)
         self._token_cache: dict[str, tuple[Principal | None, float]] = {}
         self._durations: dict[str, tuple[float | None, float]] = {}
 
@@ -861,81 +862,63 @@ class Engine:
 
     # ------------------------------------------------------------------ workers' side
 
-    def claim_tasks(self, worker_id: str, limit: int) -> list[ClaimedTask]:
-        """Claim up to ``limit`` runnable tasks in queue order, with a lease."""
-        return self.writer.run(lambda tx: self._claim(tx, worker_id, limit))
+    def claim_tasks(
+        self, worker_id: str, limit: int, *, finished: Sequence[TaskOutcome] = ()
+    ) -> list[ClaimedTask]:
+        """Claim up to ``limit`` runnable tasks in queue order, with a lease; record the
+        tasks ``finished`` first, in the same transaction (one commit for both)."""
+
+        def op(tx: Tx) -> list[ClaimedTask]:
+            if finished:
+                self._finish(tx, finished, source=None)
+            return self._claim(tx, worker_id, limit)
+
+        return self.writer.run(op)
 
     def _claim(self, tx: Tx, worker_id: str, limit: int) -> list[ClaimedTask]:
-        candidates = (
-            select(tasks.c.seq)
-            .where(tasks.c.state == fixed(TaskState.READY), tasks.c.run_after <= tx.now)
-            .order_by(tasks.c.priority.desc(), tasks.c.seq)
-            .limit(limit)
+        statements = self._statements
+        claimed = statements.claim(
+            tx.conn,
+            worker_id=worker_id,
+            now=tx.now,
+            lease_expires=tx.now + timedelta(seconds=self.settings.lease_seconds),
+            limit=limit,
         )
-        if not self._sqlite:
-            candidates = candidates.with_for_update(skip_locked=True)
-        claimed = tx.conn.execute(
-            update(tasks)
-            .where(tasks.c.seq.in_(candidates.scalar_subquery()))
-            .values(
-                state=TaskState.RUNNING,
-                worker_id=worker_id,
-                lease_expires=tx.now + timedelta(seconds=self.settings.lease_seconds),
-                attempts=tasks.c.attempts + 1,
-                started_at=tx.now,
-            )
-            .returning(
-                tasks.c.seq,
-                tasks.c.job_seq,
-                tasks.c.task_index,
-                tasks.c.parameters,
-                tasks.c.attempts,
-                tasks.c.priority,
-            )
-        ).all()
         if not claimed:
             return []
-        job_seqs = {row.job_seq for row in claimed}
-        job_rows = {
-            row.seq: row
-            for row in tx.conn.execute(
-                select(
-                    jobs.c.seq,
-                    jobs.c.id,
-                    jobs.c.job_type,
-                    jobs.c.parameters,
-                    jobs.c.json_parameters,
-                    jobs.c.execution_duration,
-                    jobs.c.task_count,
-                ).where(jobs.c.seq.in_(job_seqs))
-            )
-        }
-        self._set_phase(
-            tx,
-            job_seqs,
-            Phase.EXECUTING,
-            source=f"worker:{worker_id}",
-            allowed_from=[Phase.QUEUED],
-            values={"start_time": tx.now},
-        )
+        job_seqs = sorted({row[1] for row in claimed})
+        started = statements.start_jobs(tx.conn, job_seqs, source=f"worker:{worker_id}", now=tx.now)
+        tx.changes.jobs.update(row[1] for row in started)
+        job_rows = {row[0]: row for row in started}
+        # Jobs of many tasks, one of which started them earlier: read, not moved.
+        missing = [seq for seq in job_seqs if seq not in job_rows]
+        if missing:
+            job_rows.update((row[0], row) for row in statements.jobs_by_seq(tx.conn, missing))
+        results_dir = str(self.settings.results_dir)
+        json_value = statements.json_value
         result = []
-        for row in sorted(claimed, key=lambda r: (-r.priority, r.seq)):
-            job = job_rows[row.job_seq]
-            values = {name: p["value"] for name, p in job.parameters.items()}
-            values.update(row.parameters)
-            job_dir = self.settings.results_dir / job.id
+        # Queue order: priority (high first), then submission.
+        for seq, job_seq, task_index, task_parameters, attempts, _priority in sorted(
+            claimed, key=lambda r: (-r[5], r[0])
+        ):
+            _seq, job_id, job_type, parameters, json_parameters, duration, task_count = job_rows[
+                job_seq
+            ]
+            values = {name: p["value"] for name, p in json_value(parameters).items()}
+            values.update(json_value(task_parameters))
+            job_dir = f"{results_dir}/{job_id}"
             result.append(
                 ClaimedTask(
-                    task_seq=row.seq,
-                    job_seq=row.job_seq,
-                    job_id=job.id,
-                    task_index=row.task_index,
-                    job_type=job.job_type,
+                    task_seq=seq,
+                    job_seq=job_seq,
+                    job_id=job_id,
+                    task_index=task_index,
+                    job_type=job_type,
                     parameters=values,
-                    json_parameters=job.json_parameters,
-                    execution_duration=float(job.execution_duration or 0),
-                    attempt=row.attempts,
-                    results_dir=job_dir if job.task_count <= 1 else job_dir / str(row.task_index),
+                    json_parameters=json_value(json_parameters),
+                    execution_duration=float(duration or 0),
+                    attempt=attempts,
+                    results_dir=job_dir if task_count <= 1 else f"{job_dir}/{task_index}",
                 )
             )
         return result
@@ -1000,6 +983,62 @@ class Engine:
         return self.writer.submit(lambda tx: self._finish(tx, outcomes, source=None))
 
     def _finish(self, tx: Tx, outcomes: Sequence[TaskOutcome], *, source: str | None) -> None:
+        by_job: Counter[int] = Counter()
+        failed_by_job: Counter[int] = Counter()
+        # The common case, a success with no result files, needs no look-up first: one
+        # guarded UPDATE per worker. A task no longer running for that worker (cancelled,
+        # or re-claimed after its lease lapsed) is left alone, and has nothing to keep.
+        plain: dict[str, list[int]] = {}
+        others: list[TaskOutcome] = []
+        for outcome in outcomes:
+            if outcome.ok and not outcome.results:
+                plain.setdefault(outcome.worker_id, []).append(outcome.task_seq)
+            else:
+                others.append(outcome)
+        for worker_id, seqs in plain.items():
+            by_job.update(
+                self._statements.succeed_tasks(tx.conn, seqs, worker_id=worker_id, now=tx.now)
+            )
+        if others:
+            self._finish_others(tx, others, by_job, failed_by_job, source=source)
+
+        touched = sorted(set(by_job) | set(failed_by_job))
+        if not touched:
+            return
+        # Jobs grouped by how much their counters grow: one statement per group, and for
+        # single-task jobs that is one statement for the whole batch.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for seq in touched:
+            groups.setdefault((by_job[seq], failed_by_job[seq]), []).append(seq)
+        who = source or "scheduler"
+        for (good, bad), seqs in groups.items():
+            counted = self._statements.count_finished(
+                tx.conn, seqs, good=good, bad=bad, source=who, now=tx.now
+            )
+            tx.changes.jobs.update(job_id for job_id, phase in counted if phase == Phase.COMPLETED)
+        with_failures = [seq for seq in touched if failed_by_job[seq]]
+        if with_failures:
+            errored = self._set_phase(
+                tx,
+                with_failures,
+                Phase.ERROR,
+                source=who,
+                allowed_from=[Phase.EXECUTING],
+                where=jobs.c.tasks_failed > jobs.c.max_failed_tasks,
+            )
+            self._cancel_tasks(tx, [r.seq for r in errored])
+
+    def _finish_others(
+        self,
+        tx: Tx,
+        outcomes: Sequence[TaskOutcome],
+        by_job: Counter[int],
+        failed_by_job: Counter[int],
+        *,
+        source: str | None,
+    ) -> None:
+        """Failures, retries, and successes with results: counted into ``by_job`` (succeeded)
+        and ``failed_by_job`` per job seq."""
         conn = tx.conn
         rows = {
             row.seq: row
@@ -1040,8 +1079,6 @@ class Engine:
             else:
                 failed.append(outcome)
 
-        by_job: Counter[int] = Counter()
-        failed_by_job: Counter[int] = Counter()
         for group, state in ((succeeded, TaskState.SUCCEEDED), (failed, TaskState.FAILED)):
             if not group:
                 continue
@@ -1105,51 +1142,6 @@ class Engine:
                     for result in outcome.results
                 ],
             )
-
-        touched = sorted(set(by_job) | set(failed_by_job))
-        if not touched:
-            return
-        # Jobs grouped by how much their counters grow: one statement per group, and for
-        # single-task jobs that is one statement for the whole batch.
-        groups: dict[tuple[int, int], list[int]] = {}
-        for seq in touched:
-            groups.setdefault((by_job[seq], failed_by_job[seq]), []).append(seq)
-        who = source or "scheduler"
-        for (good, bad), seqs in groups.items():
-            # Counters and completion in one UPDATE: SET expressions read the old row, so
-            # "done" is judged on the counts this very statement writes.
-            all_done = and_(
-                jobs.c.phase == Phase.EXECUTING,
-                jobs.c.tasks_succeeded + jobs.c.tasks_failed + (good + bad) >= jobs.c.task_count,
-                jobs.c.tasks_failed + bad <= jobs.c.max_failed_tasks,
-            )
-            completed = conn.execute(
-                update(jobs)
-                .where(jobs.c.seq.in_(seqs))
-                .values(
-                    tasks_succeeded=jobs.c.tasks_succeeded + good,
-                    tasks_failed=jobs.c.tasks_failed + bad,
-                    updated_time=tx.now,
-                    phase=case((all_done, Phase.COMPLETED.value), else_=jobs.c.phase),
-                    status=case((all_done, Status.COMPLETED.value), else_=jobs.c.status),
-                    end_time=case((all_done, tx.now), else_=jobs.c.end_time),
-                    timeline=case(
-                        (all_done, self._append(Phase.COMPLETED, who, tx.now)),
-                        else_=jobs.c.timeline,
-                    ),
-                )
-                .returning(jobs.c.id, jobs.c.phase)
-            ).all()
-            tx.changes.jobs.update(r.id for r in completed if r.phase == Phase.COMPLETED)
-        errored = self._set_phase(
-            tx,
-            [s for s in touched if failed_by_job[s]],
-            Phase.ERROR,
-            source=who,
-            allowed_from=[Phase.EXECUTING],
-            where=jobs.c.tasks_failed > jobs.c.max_failed_tasks,
-        )
-        self._cancel_tasks(tx, [r.seq for r in errored])
 
     def _retries_left(self, row: Any, error: JobError | None) -> bool:
         if error is None or error.type != "transient":

@@ -89,7 +89,7 @@ class Dispatcher:
             self._thread.join()
         self.engine.notifier.remove_task_listener(self._on_changes)
         unfinished = self._pool.close(timeout)
-        self._flush()
+        self.engine.finish_tasks(self._flush()).result()
         leftover = set(unfinished) | set(self._claimed)
         if leftover:
             self.engine.release_tasks(self.worker_id, sorted(leftover))
@@ -122,7 +122,7 @@ class Dispatcher:
             self._wake.clear()
 
     def _round(self) -> None:
-        self._flush()
+        finished = self._flush()
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
             maybe_more, self._maybe_more = self._maybe_more, False
@@ -131,14 +131,16 @@ class Dispatcher:
         if time.monotonic() >= self._next_heartbeat:
             self._heartbeat()
         free = min(self._pool.free_slots(), self._wanted() - len(self._claimed))
-        if free > 0 and (maybe_more or not self._claimed):
-            claimed = self.engine.claim_tasks(self.worker_id, free)
+        if free > 0 and (maybe_more or finished or not self._claimed):
+            claimed = self.engine.claim_tasks(self.worker_id, free, finished=finished)
             if claimed:
                 self._start(claimed)
             if len(claimed) == free:
                 with self._lock:
                     self._maybe_more = True
                 self._wake.set()
+        elif finished:
+            self.engine.finish_tasks(finished).add_done_callback(_log_failure)
 
     def _wanted(self) -> int:
         """How many tasks to hold: the running ones plus ~50 ms of work per process.
@@ -164,7 +166,7 @@ class Dispatcher:
                     json_parameters=task.json_parameters,
                     execution_duration=task.execution_duration,
                     attempt=task.attempt,
-                    results_dir=str(task.results_dir),
+                    results_dir=task.results_dir,
                 )
                 for task in claimed
             ]
@@ -181,12 +183,13 @@ class Dispatcher:
             if task_seq in self._claimed:
                 self._pool.cancel(task_seq, "aborted")
 
-    def _flush(self) -> None:
-        """Record what the pool reported: finishes in one transaction, logs and progress."""
+    def _flush(self) -> list[TaskOutcome]:
+        """Record the logs and progress the pool reported; return the tasks that finished,
+        for the caller to record (in one transaction)."""
         with self._lock:
             events, self._events = self._events, []
         if not events:
-            return
+            return []
         outcomes: list[TaskOutcome] = []
         lines: list[LogLine] = []
         for event in events:
@@ -211,10 +214,7 @@ class Dispatcher:
             elif isinstance(event, TaskProgress):
                 self.engine.set_progress(task.job_seq, event.label, event.value, event.max_value)
         self.engine.append_logs(lines)
-        if outcomes:
-            self.engine.finish_tasks(outcomes).add_done_callback(_log_failure)
-            with self._lock:
-                self._maybe_more = True
+        return outcomes
 
     def _outcome(self, event: TaskFinished) -> TaskOutcome:
         error = None

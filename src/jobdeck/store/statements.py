@@ -1,0 +1,194 @@
+"""The task flow's hot statements (claim, start, finish) as SQL text, written once per dialect.
+
+Run through SQLAlchemy Core, these statements cost three to four times the database's own work:
+building them, their cache keys, expanding ``IN`` lists element by element and processing
+every column of every returned row. Here each is plain SQL run by the driver, and a list of
+keys travels as one parameter: a JSON array read by ``json_each`` on SQLite, an array for
+``= ANY`` on PostgreSQL. The tables and indexes are those of :mod:`jobdeck.store.schema`; the
+literal predicates (``state = 'ready'``) are the partial indexes' own, so that SQLite uses them.
+Everything else the engine writes still goes through SQLAlchemy Core.
+"""
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from jobdeck.domain.phases import Phase, Status, TaskState, status_of
+from jobdeck.domain.records import format_utc
+
+_CLAIM = """
+UPDATE tasks SET state = '{running}', worker_id = :worker_id, lease_expires = :lease_expires,
+    attempts = attempts + 1, started_at = :now
+WHERE seq IN (
+    SELECT seq FROM tasks WHERE state = '{ready}' AND run_after <= :now
+    ORDER BY priority DESC, seq LIMIT :limit {lock}
+)
+RETURNING seq, job_seq, task_index, parameters, attempts, priority
+"""
+
+_JOB_COLUMNS = "seq, id, job_type, parameters, json_parameters, execution_duration, task_count"
+
+_START_JOBS = f"""
+UPDATE jobs SET phase = '{{executing}}', status = '{{processing}}', updated_time = :now,
+    start_time = :now, timeline = {{append}}
+WHERE seq {{in_seqs}} AND phase = '{{queued}}'
+RETURNING {_JOB_COLUMNS}
+"""
+
+_JOBS_BY_SEQ = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE seq {{in_seqs}}"
+
+_SUCCEED_TASKS = """
+UPDATE tasks SET state = '{succeeded}', ended_at = :now, lease_expires = NULL
+WHERE seq {in_seqs} AND state = '{running}' AND worker_id = :worker_id
+RETURNING job_seq
+"""
+
+# Counters and completion in one UPDATE: SET expressions read the old row, so "all done" is
+# judged on the counts this very statement writes.
+_ALL_DONE = (
+    "phase = '{executing}' AND tasks_succeeded + tasks_failed + :good + :bad >= task_count"
+    " AND tasks_failed + :bad <= max_failed_tasks"
+)
+_COUNT_FINISHED = f"""
+UPDATE jobs SET tasks_succeeded = tasks_succeeded + :good, tasks_failed = tasks_failed + :bad,
+    updated_time = :now,
+    phase = CASE WHEN {_ALL_DONE} THEN '{{completed}}' ELSE phase END,
+    status = CASE WHEN {_ALL_DONE} THEN '{{completed_status}}' ELSE status END,
+    end_time = CASE WHEN {_ALL_DONE} THEN :now ELSE end_time END,
+    timeline = CASE WHEN {_ALL_DONE} THEN {{append}} ELSE timeline END
+WHERE seq {{in_seqs}}
+RETURNING id, phase
+"""
+
+_DIALECT = {
+    "sqlite": {
+        "in_seqs": "IN (SELECT value FROM json_each(:seqs))",
+        "append": "json_insert(timeline, '$[#]', json_array(:t_status, :t_source, :t_stamp))",
+        "lock": "",
+    },
+    "postgresql": {
+        "in_seqs": "= ANY(:seqs)",
+        "append": "timeline || jsonb_build_array(jsonb_build_array("
+        "CAST(:t_status AS text), CAST(:t_source AS text), CAST(:t_stamp AS text)))",
+        "lock": "FOR UPDATE SKIP LOCKED",
+    },
+}
+_VALUES = {
+    "running": TaskState.RUNNING.value,
+    "ready": TaskState.READY.value,
+    "succeeded": TaskState.SUCCEEDED.value,
+    "executing": Phase.EXECUTING.value,
+    "processing": status_of(Phase.EXECUTING).value,
+    "queued": Phase.QUEUED.value,
+    "completed": Phase.COMPLETED.value,
+    "completed_status": Status.COMPLETED.value,
+}
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+class TaskStatements:
+    """The hot statements for one dialect (``sqlite`` or ``postgresql``)."""
+
+    def __init__(self, dialect: str) -> None:
+        self._sqlite = dialect == "sqlite"
+        pieces = {**_DIALECT[dialect], **_VALUES}
+
+        def sql(template: str) -> str:
+            text = template.format(**pieces).strip()
+            # SQLite's driver takes :name; psycopg takes %(name)s.
+            return text if self._sqlite else _NAMED.sub(r"%(\1)s", text)
+
+        self._claim = sql(_CLAIM)
+        self._start_jobs = sql(_START_JOBS)
+        self._jobs_by_seq = sql(_JOBS_BY_SEQ)
+        self._succeed_tasks = sql(_SUCCEED_TASKS)
+        self._count_finished = sql(_COUNT_FINISHED)
+
+    # -- values as each driver takes and returns them
+
+    def _time(self, value: datetime) -> Any:
+        """A UTC time as the ``UtcDateTime`` columns store it."""
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return naive.isoformat(sep=" ", timespec="microseconds") if self._sqlite else naive
+
+    def _keys(self, seqs: Sequence[int]) -> Any:
+        return json.dumps(list(seqs)) if self._sqlite else list(seqs)
+
+    def _entry(self, status: str, source: str, now: datetime) -> dict[str, str]:
+        return {"t_status": status, "t_source": source, "t_stamp": format_utc(now)}
+
+    def json_value(self, value: Any) -> Any:
+        """A JSON column's value as the driver returned it: text on SQLite, which is decoded
+        here; psycopg has decoded it already."""
+        return json.loads(value) if self._sqlite and value is not None else value
+
+    # -- the statements
+
+    def claim(
+        self,
+        conn: Connection,
+        *,
+        worker_id: str,
+        now: datetime,
+        lease_expires: datetime,
+        limit: int,
+    ) -> list[Any]:
+        """Claim up to ``limit`` ready tasks in queue order: rows of ``(seq, job_seq,
+        task_index, parameters, attempts, priority)``."""
+        params = {
+            "worker_id": worker_id,
+            "lease_expires": self._time(lease_expires),
+            "now": self._time(now),
+            "limit": limit,
+        }
+        return list(conn.exec_driver_sql(self._claim, params).all())
+
+    def start_jobs(
+        self, conn: Connection, seqs: Sequence[int], *, source: str, now: datetime
+    ) -> list[Any]:
+        """QUEUED → EXECUTING with its timeline entry, for those of these jobs still QUEUED;
+        rows of ``(seq, id, job_type, parameters, json_parameters, execution_duration,
+        task_count)`` of the jobs moved."""
+        params = {
+            "seqs": self._keys(seqs),
+            "now": self._time(now),
+            **self._entry(Phase.EXECUTING.value, source, now),
+        }
+        return list(conn.exec_driver_sql(self._start_jobs, params).all())
+
+    def jobs_by_seq(self, conn: Connection, seqs: Sequence[int]) -> list[Any]:
+        """The same columns as :meth:`start_jobs`, read without a change."""
+        return list(conn.exec_driver_sql(self._jobs_by_seq, {"seqs": self._keys(seqs)}).all())
+
+    def succeed_tasks(
+        self, conn: Connection, seqs: Sequence[int], *, worker_id: str, now: datetime
+    ) -> list[int]:
+        """Mark these tasks succeeded where they still run for ``worker_id``; their job seqs
+        (one per task marked)."""
+        params = {"seqs": self._keys(seqs), "worker_id": worker_id, "now": self._time(now)}
+        return [row[0] for row in conn.exec_driver_sql(self._succeed_tasks, params)]
+
+    def count_finished(
+        self,
+        conn: Connection,
+        seqs: Sequence[int],
+        *,
+        good: int,
+        bad: int,
+        source: str,
+        now: datetime,
+    ) -> list[Any]:
+        """Add ``good`` succeeded and ``bad`` failed tasks to each of these jobs; a job whose
+        tasks are all done (within its failure budget) completes. Rows of ``(id, phase)``."""
+        params = {
+            "seqs": self._keys(seqs),
+            "good": good,
+            "bad": bad,
+            "now": self._time(now),
+            **self._entry(Phase.COMPLETED.value, source, now),
+        }
+        return list(conn.exec_driver_sql(self._count_finished, params).all())
