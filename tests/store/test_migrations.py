@@ -7,6 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine as Database
 from sqlalchemy import inspect
 
+from jobdeck.store.database import HEAD_REVISION, MIGRATIONS, current_revision
 from jobdeck.store.schema import metadata
 
 # Alembic cannot compare indexes with a DESC expression; the next test checks those two.
@@ -28,3 +29,13 @@ def test_claim_and_queue_indexes_exist(database: Database) -> None:
     inspector = inspect(database)
     assert "ix_tasks_claim" in {i["name"] for i in inspector.get_indexes("tasks")}
     assert "ix_jobs_queue" in {i["name"] for i in inspector.get_indexes("jobs")}
+
+
+def test_head_revision_is_alembics_newest(database: Database) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+    assert current_revision(database) == HEAD_REVISION

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import TypeAdapter
@@ -28,9 +28,12 @@ from rich.progress import Task as ProgressTask
 from rich.table import Table
 from rich.text import Text
 
-from jobdeck.client import AsyncClient, Client, ClientError, ServiceUnavailable, Unauthorized
 from jobdeck.client.config import read_admin_token, resolve_token
+from jobdeck.client.errors import ClientError, ServiceUnavailable, Unauthorized
 from jobdeck.domain.phases import ACTIVE_PHASES, Phase
+
+if TYPE_CHECKING:
+    from jobdeck.client import AsyncClient, Client
 from jobdeck.domain.records import JobRecord, JobSummary, ParameterInput, ResultRef
 
 EXIT_ERROR = 1
@@ -125,12 +128,16 @@ class Connection:
         self.url = url
         self.token = resolve_token(token) or read_admin_token(data_dir)
 
-    def client(self) -> Client:
+    def client(self) -> "Client":
         """A blocking client."""
+        from jobdeck.client import Client  # here: httpx is not needed by `jobdeck serve`
+
         return Client(self.url, self.token)
 
-    def async_client(self) -> AsyncClient:
+    def async_client(self) -> "AsyncClient":
         """An asyncio client."""
+        from jobdeck.client import AsyncClient
+
         return AsyncClient(self.url, self.token)
 
     def reporting(self) -> AbstractContextManager[None]:

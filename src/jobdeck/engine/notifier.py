@@ -12,7 +12,6 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
-import psycopg
 from sqlalchemy import Connection, Engine, text
 
 from jobdeck.engine.writer import Changes
@@ -146,6 +145,8 @@ class Notifier:
             connection.close()
 
     def _listen_postgres(self) -> None:
+        import psycopg  # here: a SQLite service need not load it
+
         url = self._db.url.set(drivername="postgresql").render_as_string(hide_password=False)
         while not self._stop.is_set():
             try:

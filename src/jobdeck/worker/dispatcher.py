@@ -60,7 +60,9 @@ class Dispatcher:
         self.engine = engine
         self.worker_id = worker_id or default_worker_id()
         self._idle_wait = idle_wait
-        self._pool = ProcessPool(processes, engine.job_types, self._on_events, prefetch=PREFETCH)
+        self._pool = ProcessPool(
+            processes, engine.job_types, self._on_events, prefetch=PREFETCH, window=32
+        )
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
