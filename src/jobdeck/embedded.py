@@ -113,10 +113,13 @@ class JobStore:
         ``request`` becomes the job's JSON parameters; a ``result`` that is not None is stored
         as its JSON result document.
         """
-        job = self.engine.create_job(Principal(user), JobCreate(name=name, json_parameters=request))
+        created = self.engine.create_jobs(
+            Principal(user), [JobCreate(name=name, json_parameters=request)]
+        )
+        job_id = created.jobs[0].id
         if result is not None:
-            self.engine.put_result_document(EMBEDDED, job.id, result, name=RESULT_DOCUMENT)
-        return job.id
+            self.engine.put_result_document(EMBEDDED, job_id, result, name=RESULT_DOCUMENT)
+        return job_id
 
     def delete_job(self, job_id: str) -> None:
         """Delete a job with its record and results."""

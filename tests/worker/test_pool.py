@@ -235,8 +235,11 @@ def test_many_noop_tasks_on_two_processes(make_pool: MakePool, tmp_path: Path) -
     assert pool.running() == []
     assert events.threads == {"jobdeck-pool"}
     assert events.calls < 2000  # delivered in batches
-    starts = [e for e in events.events if isinstance(e, TaskStarted)]
-    assert len(starts) == 2000
+    # A start is reported once: on its own, or (a task that finished before its start was
+    # sent) by the finish, which carries the start time.
+    starts = [e.task_id for e in events.events if isinstance(e, TaskStarted)]
+    assert len(starts) == len(set(starts)) < 2000
+    assert all(f.started_at <= f.ended_at for f in done.values())
     assert not any(Path(tmp_path).iterdir())  # noop makes no results directory
 
 

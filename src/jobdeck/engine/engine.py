@@ -37,7 +37,7 @@ from sqlalchemy import Engine as Database
 from sqlalchemy.exc import IntegrityError
 
 from jobdeck.domain.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
-from jobdeck.domain.ids import new_job_id
+from jobdeck.domain.ids import new_job_id, new_job_ids
 from jobdeck.domain.jobtypes import JobType
 from jobdeck.domain.parameters import typed
 from jobdeck.domain.phases import (
@@ -86,7 +86,7 @@ from jobdeck.store.schema import (
     timeline_entry,
     tokens,
 )
-from jobdeck.store.statements import TaskStatements
+from jobdeck.store.statements import HotStatements
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +137,20 @@ _TASK_COUNTS = (
     .where(tasks.c.job_seq == bindparam("seq"))
     .group_by(tasks.c.state)
 )
-_QUEUED_HIGHER = select(func.count()).where(
-    jobs.c.phase == fixed(Phase.QUEUED), jobs.c.priority > bindparam("priority")
-)
-_QUEUED_EARLIER = select(func.count()).where(
-    jobs.c.phase == fixed(Phase.QUEUED),
-    jobs.c.priority == bindparam("priority"),
-    jobs.c.seq < bindparam("seq"),
+# A queued job's place: the queued jobs of higher priority, those of equal priority submitted
+# earlier (two range counts over the partial queue index), and the tasks running now.
+_QUEUE_FIGURES = select(
+    select(func.count())
+    .where(jobs.c.phase == fixed(Phase.QUEUED), jobs.c.priority > bindparam("priority"))
+    .scalar_subquery(),
+    select(func.count())
+    .where(
+        jobs.c.phase == fixed(Phase.QUEUED),
+        jobs.c.priority == bindparam("priority"),
+        jobs.c.seq < bindparam("seq"),
+    )
+    .scalar_subquery(),
+    select(func.count()).where(tasks.c.state == fixed(TaskState.RUNNING)).scalar_subquery(),
 )
 
 
@@ -222,7 +229,7 @@ class Engine:
         self.notifier = Notifier(db)
         self.writer = Writer(db, notifier=self.notifier)
         self._sqlite = is_sqlite(db)
-        self._statements = TaskStatements(db.dialect.name)
+        self._statements = HotStatements(db.dialect.name)
         self._token_cache: dict[str, tuple[Principal | None, float]] = {}
         self._durations: dict[str, tuple[float | None, float]] = {}
 
@@ -307,7 +314,10 @@ class Engine:
     ) -> JobBatchCreated:
         """Create jobs in one transaction; with ``idempotency_key``, a retry returns the same."""
         now = datetime.now().astimezone()
-        prepared = [self._prepare(principal, request, now) for request in requests]
+        prepared = [
+            self._prepare(principal, request, now, job_id)
+            for request, job_id in zip(requests, new_job_ids(len(requests)), strict=True)
+        ]
 
         def op(tx: Tx) -> JobBatchCreated:
             if idempotency_key is not None:
@@ -343,14 +353,14 @@ class Engine:
         return self.get_job(principal, created.jobs[0].id)
 
     def _prepare(
-        self, principal: Principal, request: JobCreate, now: datetime
+        self, principal: Principal, request: JobCreate, now: datetime, job_id: str
     ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
         job_type = self._job_type(request.job_type)
         parameters = self._parameters(job_type, request.parameters)
         tasks_ = job_type.expand_tasks(parameters) if job_type and request.start else None
         default_duration = job_type.execution_duration if job_type else 0
         row = {
-            "id": new_job_id(),
+            "id": job_id,
             "name": request.name or (request.job_type or "job"),
             "description": request.description,
             "job_type": request.job_type,
@@ -421,26 +431,24 @@ class Engine:
         self, tx: Tx, prepared: list[tuple[dict[str, Any], list[dict[str, Any]] | None]]
     ) -> JobBatchCreated:
         pending = timeline_entry(Phase.PENDING, "api", tx.now)
-        queued = timeline_entry(Phase.QUEUED, "api", tx.now)
+        # One list object for every row of a phase: the bulk insert serialises it once.
+        timelines = {
+            Phase.PENDING: [pending],
+            Phase.QUEUED: [pending, timeline_entry(Phase.QUEUED, "api", tx.now)],
+        }
         rows = [
             {
                 **row,
                 "creation_time": tx.now,
                 "updated_time": tx.now,
-                "timeline": [pending, queued] if row["phase"] is Phase.QUEUED else [pending],
+                "timeline": timelines[row["phase"]],
             }
             for row, _tasks in prepared
         ]
         # A plain executemany, then one look-up of the keys: SQLite cannot return the keys of
         # a multi-row insert in order, and would fall back to a statement per row.
         _INSERT_JOBS.execute(tx.conn, rows)
-        ids = [row["id"] for row in rows]
-        seqs = {
-            job_id: seq
-            for job_id, seq in tx.conn.execute(
-                select(jobs.c.id, jobs.c.seq).where(jobs.c.id.in_(ids))
-            )
-        }
+        seqs = dict(self._statements.job_seqs(tx.conn, [row["id"] for row in rows]))
         task_rows = [
             self._task_row(seqs[row["id"]], task, row["priority"], tx.now)
             for row, job_tasks in prepared
@@ -713,7 +721,7 @@ class Engine:
             max_failed_tasks=source.max_failed_tasks,
         )
         now = datetime.now().astimezone()
-        row, job_tasks = self._prepare(principal, request, now)
+        row, job_tasks = self._prepare(principal, request, now, new_job_id())
         row["source_job_id"] = source.id
         created = self.writer.run(lambda tx: self._insert_jobs(tx, [(row, job_tasks)]))
         return self.get_job(principal, created.jobs[0].id)
@@ -1298,7 +1306,12 @@ class Engine:
         progress["tasks"] = ProgressValue(
             value=row.tasks_succeeded + row.tasks_failed, max_value=row.task_count
         )
-        position = self._queue_position(conn, row) if row.phase == Phase.QUEUED else None
+        position = running = None
+        if row.phase == Phase.QUEUED:
+            higher, earlier, running = conn.execute(
+                _QUEUE_FIGURES, {"priority": row.priority, "seq": row.seq}
+            ).one()
+            position = higher + earlier
         return JobRecord(
             id=row.id,
             name=row.name,
@@ -1314,7 +1327,7 @@ class Engine:
             status=Status(row.status),
             priority=row.priority,
             queue_position=position,
-            quote=self._quote(conn, row, position),
+            quote=self._quote(conn, row, position, running),
             creation_time=row.creation_time,
             updated_time=row.updated_time,
             start_time=row.start_time,
@@ -1333,16 +1346,9 @@ class Engine:
             task_status_counts=counts,
         )
 
-    @staticmethod
-    def _queue_position(conn: Connection, row: Row[Any]) -> int:
-        """Jobs ahead in the queue: two index range counts, not a scan of the queue."""
-        ahead = conn.execute(_QUEUED_HIGHER, {"priority": row.priority}).scalar_one()
-        same = conn.execute(
-            _QUEUED_EARLIER, {"priority": row.priority, "seq": row.seq}
-        ).scalar_one()
-        return int(ahead + same)
-
-    def _quote(self, conn: Connection, row: Row[Any], position: int | None) -> datetime | None:
+    def _quote(
+        self, conn: Connection, row: Row[Any], position: int | None, running: int | None
+    ) -> datetime | None:
         """Expected completion: the recent mean duration of this job type, times the queue."""
         if row.job_type is None or row.phase not in (Phase.QUEUED, Phase.EXECUTING):
             return None
@@ -1353,10 +1359,7 @@ class Engine:
         if row.phase == Phase.EXECUTING:
             expected: datetime = (row.start_time or now) + timedelta(seconds=mean)
             return max(expected, now)
-        running = conn.execute(
-            select(func.count()).where(tasks.c.state == fixed(TaskState.RUNNING))
-        ).scalar_one()
-        rounds = (position or 0) // max(1, running) + 1
+        rounds = (position or 0) // max(1, running or 0) + 1
         return now + timedelta(seconds=mean * rounds)
 
     def _mean_duration(self, conn: Connection, job_type: str) -> float | None:

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from jobdeck.store.database import is_sqlite
+from jobdeck.store.database import WRITER_CACHE_KIB, is_sqlite
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -129,6 +129,10 @@ class Writer:
     def _write(self, batch: list[tuple[Operation[Any], "Future[Any]"]]) -> None:
         if self._connection is None:
             self._connection = self._db.connect().execution_options(**self._options)
+            if is_sqlite(self._db):
+                # On the driver's connection: through SQLAlchemy it would begin a transaction.
+                driver: Any = self._connection.connection.driver_connection
+                driver.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         conn = self._connection
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         changes = Changes()

@@ -38,9 +38,9 @@ class BulkInsert:
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
         self.table = table
         self.columns = tuple(columns)
-        self._compiled: dict[str, tuple[str, list[tuple[str, Converter]], bool]] = {}
+        self._compiled: dict[str, tuple[str, list[tuple[str, Converter, bool]], bool]] = {}
 
-    def _prepare(self, dialect: Dialect) -> tuple[str, list[tuple[str, Converter]], bool]:
+    def _prepare(self, dialect: Dialect) -> tuple[str, list[tuple[str, Converter, bool]], bool]:
         prepared = self._compiled.get(dialect.name)
         if prepared is None:
             compiled = insert(self.table).compile(
@@ -48,29 +48,48 @@ class BulkInsert:
             )
             # A positional style (SQLite's qmark) takes tuples in the compiler's order.
             order = list(compiled.positiontup or ()) if dialect.positional else list(self.columns)
-            converters = [(name, self._converter(name, dialect)) for name in order]
+            converters = [(name, *self._converter(name, dialect)) for name in order]
             prepared = (str(compiled), converters, dialect.positional)
             self._compiled[dialect.name] = prepared
         return prepared
 
-    def _converter(self, name: str, dialect: Dialect) -> Converter:
+    def _converter(self, name: str, dialect: Dialect) -> tuple[Converter, bool]:
+        """How a column's values are converted, and whether that is worth remembering."""
         column_type = self.table.c[name].type
         if isinstance(column_type, UtcDateTime):
-            return lambda value: column_type.process_bind_param(value, dialect)
+            return (lambda value: column_type.process_bind_param(value, dialect)), True
         if isinstance(column_type, JSON) or isinstance(getattr(column_type, "impl", None), JSON):
-            return _json
+            return _json, True
         if isinstance(column_type, String):
-            return _text
-        return _identity
+            return _text, False
+        return _identity, False
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert ``rows`` (dicts with every one of the columns)."""
         if not rows:
             return
         sql, converters, positional = self._prepare(conn.dialect)
+        # The rows of a batch share objects (the batch's time, its timeline): a costly
+        # conversion is done once per object and column. Keys are ids, which stay unique
+        # while ``rows`` holds the objects, that is for this call.
+        memo: dict[tuple[int, int], Any] = {}
+
+        def once(column: int, convert: Converter) -> Converter:
+            def converted(value: Any) -> Any:
+                key = (column, id(value))
+                if key not in memo:
+                    memo[key] = convert(value)
+                return memo[key]
+
+            return converted
+
+        steps = [
+            (name, once(index, convert) if costly else convert)
+            for index, (name, convert, costly) in enumerate(converters)
+        ]
         params: list[Any]
         if positional:
-            params = [tuple(convert(row[name]) for name, convert in converters) for row in rows]
+            params = [tuple(convert(row[name]) for name, convert in steps) for row in rows]
         else:
-            params = [{name: convert(row[name]) for name, convert in converters} for row in rows]
+            params = [{name: convert(row[name]) for name, convert in steps} for row in rows]
         conn.exec_driver_sql(sql, params)

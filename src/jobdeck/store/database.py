@@ -9,6 +9,8 @@ from sqlalchemy.pool import NullPool
 
 SqliteSync = Literal["NORMAL", "FULL"]
 MIGRATIONS = Path(__file__).parent / "migrations"
+READER_CACHE_KIB = 2048
+WRITER_CACHE_KIB = 65536
 HEAD_REVISION = "0001"
 """The newest migration (a test holds it to Alembic's own view): a store already there is
 not handed to Alembic at all, whose import alone costs a second of a server's start."""
@@ -51,7 +53,9 @@ def open_database(url: str, *, sqlite_synchronous: SqliteSync = "NORMAL") -> Eng
             cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA cache_size=-65536")
+            # Readers keep a small page cache each (there may be dozens, and the OS caches
+            # the file for all of them); the writer asks for a large one (Writer).
+            cursor.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
             cursor.close()
 
         @event.listens_for(engine, "begin")

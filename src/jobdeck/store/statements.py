@@ -1,4 +1,4 @@
-"""The task flow's hot statements (claim, start, finish) as SQL text, written once per dialect.
+"""The hot paths' statements (submit, claim, start, finish) as SQL text, once per dialect.
 
 Run through SQLAlchemy Core, these statements cost three to four times the database's own work:
 building them, their cache keys, expanding ``IN`` lists element by element and processing
@@ -41,6 +41,8 @@ RETURNING {_JOB_COLUMNS}
 
 _JOBS_BY_SEQ = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE seq {{in_seqs}}"
 
+_SEQS_BY_ID = "SELECT id, seq FROM jobs WHERE id {in_ids}"
+
 _SUCCEED_TASKS = """
 UPDATE tasks SET state = '{succeeded}', ended_at = :now, lease_expires = NULL
 WHERE seq {in_seqs} AND {state} = '{running}' AND worker_id = :worker_id
@@ -71,6 +73,7 @@ RETURNING id, phase
 _DIALECT = {
     "sqlite": {
         "in_seqs": "IN (SELECT value FROM json_each(:seqs))",
+        "in_ids": "IN (SELECT value FROM json_each(:ids))",
         "phase": "phase",
         "state": "state",
         "append": "json_insert(timeline, '$[#]', json_array(:t_status, :t_source, :t_stamp))",
@@ -78,6 +81,7 @@ _DIALECT = {
     },
     "postgresql": {
         "in_seqs": "= ANY(:seqs)",
+        "in_ids": "= ANY(:ids)",
         "phase": "(phase || '')",
         "state": "(state || '')",
         "append": "timeline || jsonb_build_array(jsonb_build_array("
@@ -98,8 +102,8 @@ _VALUES = {
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 
-class TaskStatements:
-    """The hot statements for one dialect (``sqlite`` or ``postgresql``)."""
+class HotStatements:
+    """The hot paths' statements for one dialect (``sqlite`` or ``postgresql``)."""
 
     def __init__(self, dialect: str) -> None:
         self._sqlite = dialect == "sqlite"
@@ -113,6 +117,7 @@ class TaskStatements:
         self._claim = sql(_CLAIM)
         self._start_jobs = sql(_START_JOBS)
         self._jobs_by_seq = sql(_JOBS_BY_SEQ)
+        self._seqs_by_id = sql(_SEQS_BY_ID)
         self._succeed_tasks = sql(_SUCCEED_TASKS)
         self._count_finished = sql(_COUNT_FINISHED)
 
@@ -123,8 +128,8 @@ class TaskStatements:
         naive = value.astimezone(UTC).replace(tzinfo=None)
         return naive.isoformat(sep=" ", timespec="microseconds") if self._sqlite else naive
 
-    def _keys(self, seqs: Sequence[int]) -> Any:
-        return json.dumps(list(seqs)) if self._sqlite else list(seqs)
+    def _keys(self, keys: Sequence[int] | Sequence[str]) -> Any:
+        return json.dumps(list(keys)) if self._sqlite else list(keys)
 
     def _entry(self, status: str, source: str, now: datetime) -> dict[str, str]:
         return {"t_status": status, "t_source": source, "t_stamp": format_utc(now)}
@@ -135,6 +140,11 @@ class TaskStatements:
         return json.loads(value) if self._sqlite and value is not None else value
 
     # -- the statements
+
+    def job_seqs(self, conn: Connection, ids: Sequence[str]) -> list[tuple[str, int]]:
+        """``(id, seq)`` of the jobs with these ids."""
+        rows = conn.exec_driver_sql(self._seqs_by_id, {"ids": self._keys(ids)})
+        return [(job_id, seq) for job_id, seq in rows]
 
     def claim(
         self,

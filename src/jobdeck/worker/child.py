@@ -93,10 +93,23 @@ class EventSink:
         threading.Thread(target=self._flush_later, name="event-flusher", daemon=True).start()
 
     def emit(self, event: Event) -> None:
-        """Queue ``event`` for the parent."""
+        """Queue ``event`` for the parent.
+
+        A task that finishes before its start was sent is reported by its finish alone
+        (which carries the start time): for short tasks, half the events to write and read.
+        """
         with self._lock:
-            self._events.append(event)
-            count = len(self._events)
+            events = self._events
+            if (
+                isinstance(event, TaskFinished)
+                and events
+                and isinstance(events[-1], TaskStarted)
+                and events[-1].task_id == event.task_id
+            ):
+                events[-1] = event
+                return
+            events.append(event)
+            count = len(events)
         self._after_append(count)
 
     def progress(self, task_id: int, label: str, value: int, max_value: int) -> None:

@@ -2,6 +2,10 @@
 
 Handlers parse, call the engine and shape the response; no rule lives here. Every error is
 JSON ``{code, message, detail}`` with a fitting status — never a stack trace.
+
+Handlers are ``async`` and hand the engine's blocking calls to the threadpool themselves: for a
+plain ``def`` handler, FastAPI also validates the response in the threadpool, a second thread
+hop per request.
 """
 
 import logging
@@ -158,7 +162,7 @@ router = APIRouter(prefix=PREFIX)
     summary="Create a job",
     responses={422: {"model": ErrorBody}},
 )
-def create_job(
+async def create_job(
     body: JobCreate,
     request: Request,
     response: Response,
@@ -168,7 +172,9 @@ def create_job(
 ) -> JobRecord:
     """Create a job; ``start: true`` queues it at once. An ``Idempotency-Key`` header makes a
     retry return the job the first request created."""
-    record = engine.create_job(principal, body, idempotency_key=idempotency_key)
+    record = await run_in_threadpool(
+        engine.create_job, principal, body, idempotency_key=idempotency_key
+    )
     response.headers["Location"] = job_url(request, record.id)
     return record
 
@@ -176,18 +182,20 @@ def create_job(
 @router.post(
     "/jobs/batch", status_code=201, response_model=JobBatchCreated, summary="Create many jobs"
 )
-def create_jobs(
+async def create_jobs(
     body: JobBatchCreate,
     engine: EngineDep,
     principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobBatchCreated:
     """Create many jobs in one request and one transaction."""
-    return engine.create_jobs(principal, body.jobs, idempotency_key=idempotency_key)
+    return await run_in_threadpool(
+        engine.create_jobs, principal, body.jobs, idempotency_key=idempotency_key
+    )
 
 
 @router.get("/jobs", response_model=JobList, summary="List jobs, newest first")
-def list_jobs(
+async def list_jobs(
     request: Request,
     response: Response,
     engine: EngineDep,
@@ -214,7 +222,7 @@ def list_jobs(
         before=before,
         owner=owner,
     )
-    page = engine.list_jobs(principal, filters, cursor=cursor, limit=limit)
+    page = await run_in_threadpool(engine.list_jobs, principal, filters, cursor=cursor, limit=limit)
     if page.next_cursor is not None:
         url = request.url.include_query_params(cursor=page.next_cursor)
         response.headers["Link"] = f'<{url}>; rel="next"'
@@ -244,94 +252,96 @@ async def get_job(
 
 
 @router.patch("/jobs/{job_id}", response_model=JobRecord, summary="Change a job")
-def update_job(
+async def update_job(
     job_id: str, body: JobUpdate, engine: EngineDep, principal: PrincipalDep
 ) -> JobRecord:
     """Change fields of a job; parameters and limits only while it is PENDING."""
-    return engine.update_job(principal, job_id, body)
+    return await run_in_threadpool(engine.update_job, principal, job_id, body)
 
 
 @router.delete("/jobs/{job_id}", status_code=204, summary="Delete a job")
-def delete_job(job_id: str, engine: EngineDep, principal: PrincipalDep) -> Response:
+async def delete_job(job_id: str, engine: EngineDep, principal: PrincipalDep) -> Response:
     """Delete a job with its record and results; a running job is killed first."""
-    engine.delete_job(principal, job_id)
+    await run_in_threadpool(engine.delete_job, principal, job_id)
     return Response(status_code=204)
 
 
 @router.post("/jobs/{job_id}/run", response_model=JobRecord, summary="Queue a job")
-def run_job(job_id: str, engine: EngineDep, principal: PrincipalDep) -> JobRecord:
+async def run_job(job_id: str, engine: EngineDep, principal: PrincipalDep) -> JobRecord:
     """PENDING → QUEUED (UWS PHASE=RUN)."""
-    return engine.run(principal, job_id)
+    return await run_in_threadpool(engine.run, principal, job_id)
 
 
 @router.post("/jobs/{job_id}/abort", response_model=JobRecord, summary="Abort a job")
-def abort_job(job_id: str, engine: EngineDep, principal: PrincipalDep) -> JobRecord:
+async def abort_job(job_id: str, engine: EngineDep, principal: PrincipalDep) -> JobRecord:
     """Abort a job; its running tasks are killed. A finished job stays as it is."""
-    return engine.abort(principal, job_id)
+    return await run_in_threadpool(engine.abort, principal, job_id)
 
 
 @router.post("/jobs/{job_id}/copy", status_code=201, response_model=JobRecord, summary="Copy a job")
-def copy_job(
+async def copy_job(
     job_id: str, request: Request, response: Response, engine: EngineDep, principal: PrincipalDep
 ) -> JobRecord:
     """A new PENDING job with the same type, parameters and limits."""
-    record = engine.copy_job(principal, job_id)
+    record = await run_in_threadpool(engine.copy_job, principal, job_id)
     response.headers["Location"] = job_url(request, record.id)
     return record
 
 
 @router.post("/jobs/{job_id}/queue", response_model=JobRecord, summary="Queue (external job)")
-def queue_job(
+async def queue_job(
     job_id: str, body: QueueRequest, engine: EngineDep, principal: PrincipalDep
 ) -> JobRecord:
     """PENDING → QUEUED, with the message id of the runner's queue."""
-    return engine.run(principal, job_id, message_id=body.message_id)
+    return await run_in_threadpool(engine.run, principal, job_id, message_id=body.message_id)
 
 
 @router.post("/jobs/{job_id}/start", response_model=JobRecord, summary="Start (external job)")
-def start_job(
+async def start_job(
     job_id: str, body: StartRequest, engine: EngineDep, principal: PrincipalDep
 ) -> JobRecord:
     """QUEUED → EXECUTING, for a job driven by its owner."""
-    return engine.start_external(principal, job_id, body.start_time)
+    return await run_in_threadpool(engine.start_external, principal, job_id, body.start_time)
 
 
 @router.post("/jobs/{job_id}/complete", response_model=JobRecord, summary="Complete (external job)")
-def complete_job(
+async def complete_job(
     job_id: str, body: CompleteRequest, engine: EngineDep, principal: PrincipalDep
 ) -> JobRecord:
     """EXECUTING → COMPLETED with results, for a job driven by its owner."""
-    return engine.complete_external(principal, job_id, body)
+    return await run_in_threadpool(engine.complete_external, principal, job_id, body)
 
 
 @router.post("/jobs/{job_id}/fail", response_model=JobRecord, summary="Fail (external job)")
-def fail_job(
+async def fail_job(
     job_id: str, body: FailRequest, engine: EngineDep, principal: PrincipalDep
 ) -> JobRecord:
     """→ ERROR with errors, for a job driven by its owner."""
-    return engine.fail_external(principal, job_id, body)
+    return await run_in_threadpool(engine.fail_external, principal, job_id, body)
 
 
 @router.post("/jobs/{job_id}/messages", response_model=JobRecord, summary="Add a message")
-def add_message(
+async def add_message(
     job_id: str, body: MessageCreate, engine: EngineDep, principal: PrincipalDep
 ) -> JobRecord:
     """Add a message to the job's record."""
-    return engine.add_message(principal, job_id, body)
+    return await run_in_threadpool(engine.add_message, principal, job_id, body)
 
 
 @router.get(
     "/jobs/{job_id}/timeline", response_model=list[TimelineEntry], summary="A job's timeline"
 )
-def get_timeline(job_id: str, engine: EngineDep, principal: PrincipalDep) -> list[TimelineEntry]:
+async def get_timeline(
+    job_id: str, engine: EngineDep, principal: PrincipalDep
+) -> list[TimelineEntry]:
     """Every phase the job reached, oldest first."""
-    return engine.get_job(principal, job_id).timeline
+    return (await run_in_threadpool(engine.get_job, principal, job_id)).timeline
 
 
 @router.get("/jobs/{job_id}/results", response_model=list[ResultRef], summary="A job's results")
-def list_results(job_id: str, engine: EngineDep, principal: PrincipalDep) -> list[ResultRef]:
+async def list_results(job_id: str, engine: EngineDep, principal: PrincipalDep) -> list[ResultRef]:
     """The job's results."""
-    return engine.get_job(principal, job_id).results
+    return (await run_in_threadpool(engine.get_job, principal, job_id)).results
 
 
 @router.get("/jobs/{job_id}/results/{result_id:path}", summary="Download a result")
@@ -346,7 +356,7 @@ def get_result(job_id: str, result_id: str, engine: EngineDep, principal: Princi
 
 
 @router.get("/jobs/{job_id}/logs", response_model=LogPage, summary="A job's log")
-def get_logs(
+async def get_logs(
     job_id: str,
     engine: EngineDep,
     principal: PrincipalDep,
@@ -355,17 +365,19 @@ def get_logs(
     level: str = "debug",
 ) -> LogPage:
     """Log lines after ``offset`` at ``level`` or above; read on from ``next_offset``."""
-    return engine.logs(principal, job_id, offset=offset, limit=limit, level=level)
+    return await run_in_threadpool(
+        engine.logs, principal, job_id, offset=offset, limit=limit, level=level
+    )
 
 
 @router.get("/stats", response_model=Stats, summary="Job counts by phase")
-def get_stats(engine: EngineDep, principal: PrincipalDep) -> Stats:
+async def get_stats(engine: EngineDep, principal: PrincipalDep) -> Stats:
     """How many jobs the caller can see, by phase."""
-    return Stats(phases=engine.stats(principal))
+    return Stats(phases=await run_in_threadpool(engine.stats, principal))
 
 
 @router.get("/job-types", response_model=list[JobTypeInfo], summary="Job types")
-def get_job_types(engine: EngineDep, principal: PrincipalDep) -> list[JobTypeInfo]:
+async def get_job_types(engine: EngineDep, principal: PrincipalDep) -> list[JobTypeInfo]:
     """The job types this service runs, with their parameters."""
     return [
         JobTypeInfo(
@@ -383,16 +395,18 @@ def get_job_types(engine: EngineDep, principal: PrincipalDep) -> list[JobTypeInf
 
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated, summary="Create a token")
-def create_token(body: TokenCreate, engine: EngineDep, principal: PrincipalDep) -> TokenCreated:
+async def create_token(
+    body: TokenCreate, engine: EngineDep, principal: PrincipalDep
+) -> TokenCreated:
     """Create a bearer token for a user (admins only). It is shown once."""
     if not principal.admin:
         raise Forbidden("only admins may create tokens")
-    token = engine.create_token(body.user, admin=body.admin)
+    token = await run_in_threadpool(engine.create_token, body.user, admin=body.admin)
     return TokenCreated(user=body.user, admin=body.admin, token=token)
 
 
 @router.get("/health", summary="Liveness", include_in_schema=True)
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
     """Answers while the service runs. Needs no token."""
     return {"status": "ok", "version": __version__}
 
