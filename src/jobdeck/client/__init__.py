@@ -5,7 +5,8 @@ Both speak the native API (``/api/v1``) and return the server's own pydantic mod
 carrying the server's ``code``, ``message`` and ``detail``.
 """
 
-from jobdeck.client.asynchronous import AsyncClient
+from typing import TYPE_CHECKING, Any
+
 from jobdeck.client.errors import (
     BadRequest,
     ClientError,
@@ -19,7 +20,6 @@ from jobdeck.client.errors import (
     ValidationFailed,
     WaitTimeout,
 )
-from jobdeck.client.sync import Client
 from jobdeck.domain.records import (
     JobError,
     JobRecord,
@@ -28,6 +28,25 @@ from jobdeck.domain.records import (
     ResultRef,
     TokenCreated,
 )
+
+if TYPE_CHECKING:
+    from jobdeck.client.asynchronous import AsyncClient
+    from jobdeck.client.sync import Client
+
+
+def __getattr__(name: str) -> Any:
+    # The clients load httpx, so they are imported on first use: `jobdeck serve` shares its
+    # program with the client commands and needs neither.
+    if name == "Client":
+        from jobdeck.client.sync import Client
+
+        return Client
+    if name == "AsyncClient":
+        from jobdeck.client.asynchronous import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 ConnectionFailed = ServiceUnavailable
 """Another name for :class:`ServiceUnavailable`: the server could not be reached."""

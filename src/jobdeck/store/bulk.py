@@ -9,7 +9,7 @@ function per column: JSON is serialised, times take the column type's own conver
 import json
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import JSON, Connection, String, Table, insert
 from sqlalchemy.engine import Dialect
@@ -17,6 +17,7 @@ from sqlalchemy.engine import Dialect
 from jobdeck.store.schema import UtcDateTime
 
 Converter = Callable[[Any], Any]
+Memo = Literal["value", "object"] | None
 
 
 def _identity(value: Any) -> Any:
@@ -38,9 +39,9 @@ class BulkInsert:
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
         self.table = table
         self.columns = tuple(columns)
-        self._compiled: dict[str, tuple[str, list[tuple[str, Converter, bool]], bool]] = {}
+        self._compiled: dict[str, tuple[str, list[tuple[str, Converter, Memo]], bool]] = {}
 
-    def _prepare(self, dialect: Dialect) -> tuple[str, list[tuple[str, Converter, bool]], bool]:
+    def _prepare(self, dialect: Dialect) -> tuple[str, list[tuple[str, Converter, Memo]], bool]:
         prepared = self._compiled.get(dialect.name)
         if prepared is None:
             compiled = insert(self.table).compile(
@@ -53,39 +54,41 @@ class BulkInsert:
             self._compiled[dialect.name] = prepared
         return prepared
 
-    def _converter(self, name: str, dialect: Dialect) -> tuple[Converter, bool]:
-        """How a column's values are converted, and whether that is worth remembering."""
+    def _converter(self, name: str, dialect: Dialect) -> tuple[Converter, Memo]:
+        """How a column's values are converted, and how a conversion is remembered: times by
+        their value, JSON documents by the object (see :meth:`execute`)."""
         column_type = self.table.c[name].type
         if isinstance(column_type, UtcDateTime):
-            return (lambda value: column_type.process_bind_param(value, dialect)), True
+            return (lambda value: column_type.process_bind_param(value, dialect)), "value"
         if isinstance(column_type, JSON) or isinstance(getattr(column_type, "impl", None), JSON):
-            return _json, True
+            return _json, "object"
         if isinstance(column_type, String):
-            return _text, False
-        return _identity, False
+            return _text, None
+        return _identity, None
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Insert ``rows`` (dicts with every one of the columns)."""
         if not rows:
             return
         sql, converters, positional = self._prepare(conn.dialect)
-        # The rows of a batch share objects (the batch's time, its timeline): a costly
-        # conversion is done once per object and column. Keys are ids, which stay unique
-        # while ``rows`` holds the objects, that is for this call.
-        memo: dict[tuple[int, int], Any] = {}
+        # The rows of a batch share values (the batch's time, its timeline): a costly
+        # conversion is done once per value and column. A JSON document is known by its
+        # object's id, which stays unique while ``rows`` holds the objects: for this call.
+        memo: dict[tuple[int, Any], Any] = {}
 
-        def once(column: int, convert: Converter) -> Converter:
+        def once(column: int, convert: Converter, by_value: bool) -> Converter:
             def converted(value: Any) -> Any:
-                key = (column, id(value))
-                if key not in memo:
-                    memo[key] = convert(value)
-                return memo[key]
+                key = (column, value if by_value else id(value))
+                found = memo.get(key, memo)
+                if found is memo:
+                    found = memo[key] = convert(value)
+                return found
 
             return converted
 
         steps = [
-            (name, once(index, convert) if costly else convert)
-            for index, (name, convert, costly) in enumerate(converters)
+            (name, once(index, convert, memo_by == "value") if memo_by else convert)
+            for index, (name, convert, memo_by) in enumerate(converters)
         ]
         params: list[Any]
         if positional:
