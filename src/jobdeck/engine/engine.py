@@ -246,6 +246,12 @@ class Engine:
         self.notifier.stop()
 
     @property
+    def reads_in_process(self) -> bool:
+        """Whether reads are served by a database inside this process (SQLite): quick, with
+        no network to wait on."""
+        return self._sqlite
+
+    @property
     def job_types(self) -> dict[str, JobType]:
         """The job types this engine accepts."""
         return self.settings.job_types
