@@ -29,8 +29,8 @@ LeaseOption = Annotated[
 ]
 SWITCH_INTERVAL = 0.0005
 """Seconds a thread may hold the GIL while another waits (Python's default is 5 ms). A job
-passes through several threads of the service (HTTP, writer, dispatcher, pool reader); with
-the default, each hand-off behind a busy thread could cost up to 5 ms of latency."""
+passes through several threads of a service or worker (HTTP, writer, dispatcher, pool
+reader); with the default, each hand-off behind a busy thread could cost up to 5 ms."""
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
 token_app = typer.Typer(help="Bearer tokens.", no_args_is_help=True)
 
@@ -119,6 +119,7 @@ def worker(
     if not db.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         raise typer.BadParameter("jobdeck worker needs a PostgreSQL URL", param_hint="--db")
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s")
+    sys.setswitchinterval(SWITCH_INTERVAL)
     engine = open_engine(store_options(data_dir, db, config), lease_seconds=lease_seconds)
     engine.start()
     maintenance = Maintenance(engine)
