@@ -301,3 +301,14 @@ def test_two_engines_on_one_database_claim_disjointly(engine: Engine, db_url: st
     finally:
         other.close()
         other.db.dispose()
+
+
+def test_quote_follows_recent_completions(engine: Engine) -> None:
+    # create_jobs, not submit: reading a record before the first completion would cache
+    # "no history" for the type (for 10 s).
+    engine.create_jobs(ALICE, [JobCreate(job_type="noop", start=True)])
+    [task] = engine.claim_tasks("w1", 10)
+    finish(engine, [ok(task.task_seq)])
+    queued = engine.get_job(ALICE, submit(engine))
+    assert queued.queue_position == 0
+    assert queued.quote is not None and queued.quote >= queued.creation_time

@@ -95,6 +95,9 @@ from jobdeck.store.statements import HotStatements
 log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+QUOTE_WINDOW = 10_000
+"""A quote is the mean duration of the last 20 completed jobs of its type among the newest
+this many jobs."""
 _SUMMARY_COLUMNS = (
     jobs.c.seq,
     jobs.c.id,
@@ -1423,9 +1426,16 @@ class Engine:
         cached = self._durations.get(job_type)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        # No index leads to a type's completed jobs: the scan back from the newest job stops
+        # after QUOTE_WINDOW submissions, however many jobs are kept.
+        newest = select(func.max(jobs.c.seq)).scalar_subquery()
         recent = conn.execute(
             select(jobs.c.start_time, jobs.c.end_time)
-            .where(jobs.c.job_type == job_type, jobs.c.phase == Phase.COMPLETED)
+            .where(
+                jobs.c.seq > newest - QUOTE_WINDOW,
+                jobs.c.job_type == job_type,
+                jobs.c.phase == Phase.COMPLETED,
+            )
             .order_by(jobs.c.seq.desc())
             .limit(20)
         ).all()
