@@ -31,10 +31,10 @@ from rich.text import Text
 from jobdeck.client.config import read_admin_token, resolve_token
 from jobdeck.client.errors import ClientError, ServiceUnavailable, Unauthorized
 from jobdeck.domain.phases import ACTIVE_PHASES, Phase
+from jobdeck.domain.records import JobRecord, JobSummary, ParameterInput, ResultRef
 
 if TYPE_CHECKING:
     from jobdeck.client import AsyncClient, Client
-from jobdeck.domain.records import JobRecord, JobSummary, ParameterInput, ResultRef
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

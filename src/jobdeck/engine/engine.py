@@ -277,7 +277,7 @@ class Engine:
         self.notifier = Notifier(db)
         self.writer = Writer(db, notifier=self.notifier)
         self._sqlite = is_sqlite(db)
-        self._statements = HotStatements(db.dialect.name)
+        self._statements = HotStatements(db.dialect)
         self._token_cache: dict[str, tuple[Principal | None, float]] = {}
         self._durations: dict[str, tuple[float | None, float]] = {}
 

@@ -12,13 +12,14 @@ Everything else the engine writes still goes through SQLAlchemy Core.
 import json
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
 
 from jobdeck.domain.phases import Phase, Status, TaskState, status_of
-from jobdeck.domain.records import format_utc
+from jobdeck.store.schema import UtcDateTime, timeline_entry
 
 _CLAIM = """
 UPDATE tasks SET state = '{running}', worker_id = :worker_id, lease_expires = :lease_expires,
@@ -100,14 +101,16 @@ _VALUES = {
     "completed_status": Status.COMPLETED.value,
 }
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
+_UTC = UtcDateTime()
 
 
 class HotStatements:
-    """The hot paths' statements for one dialect (``sqlite`` or ``postgresql``)."""
+    """The hot paths' statements for one dialect (SQLite's or PostgreSQL's)."""
 
-    def __init__(self, dialect: str) -> None:
-        self._sqlite = dialect == "sqlite"
-        pieces = {**_DIALECT[dialect], **_VALUES}
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._sqlite = dialect.name == "sqlite"
+        pieces = {**_DIALECT[dialect.name], **_VALUES}
 
         def sql(template: str) -> str:
             text = template.format(**pieces).strip()
@@ -124,15 +127,15 @@ class HotStatements:
     # -- values as each driver takes and returns them
 
     def _time(self, value: datetime) -> Any:
-        """A UTC time as the ``UtcDateTime`` columns store it."""
-        naive = value.astimezone(UTC).replace(tzinfo=None)
-        return naive.isoformat(sep=" ", timespec="microseconds") if self._sqlite else naive
+        """A time as the ``UtcDateTime`` columns store it."""
+        return _UTC.process_bind_param(value, self._dialect)
 
     def _keys(self, keys: Sequence[int] | Sequence[str]) -> Any:
         return json.dumps(list(keys)) if self._sqlite else list(keys)
 
     def _entry(self, status: str, source: str, now: datetime) -> dict[str, str]:
-        return {"t_status": status, "t_source": source, "t_stamp": format_utc(now)}
+        t_status, t_source, t_stamp = timeline_entry(status, source, now)
+        return {"t_status": t_status, "t_source": t_source, "t_stamp": t_stamp}
 
     def json_value(self, value: Any) -> Any:
         """A JSON column's value as the driver returned it: text on SQLite, which is decoded
