@@ -207,9 +207,12 @@ def test_logs_read_and_follow(server: Server, alice_client: Client) -> None:
         add_logs(server.engine, job.id, "four")
         alice_client.complete(job.id)
 
-    later(0.3, finish)
+    finishing = later(0.3, finish)
     began = time.monotonic()
     followed = [line.message for line in alice_client.logs(job.id, follow=True, poll=0.2)]
+    # The follow ends once the job is COMPLETED, which may be before the completing thread
+    # has its response: let it have it before the client closes.
+    finishing.join(10)
     assert followed == ["one", "two", "three", "four"]
     assert time.monotonic() - began < 10
 
