@@ -66,6 +66,60 @@ def test_claims_follow_priority_then_submission(engine: Engine) -> None:
     assert record.task_status_counts == {"running": 1}
 
 
+def timeline(engine: Engine, job_id: str) -> list[tuple[str, str]]:
+    return [(e.status, e.source) for e in engine.get_job(ALICE, job_id).timeline]
+
+
+def test_a_job_reported_started_is_queued_until_then(engine: Engine) -> None:
+    job = submit(engine)
+    [task] = engine.claim_tasks("w1", 10, start_jobs=False)
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "QUEUED" and record.start_time is None
+    assert record.task_status_counts == {"running": 1}
+    assert engine.claim_tasks("w1", 10, started=[task.job_seq], start_jobs=False) == []
+    record = engine.get_job(ALICE, job)
+    assert record.phase == "EXECUTING" and record.start_time is not None
+    finish(engine, [ok(task.task_seq)])
+    assert timeline(engine, job) == [
+        ("PENDING", "api"),
+        ("QUEUED", "api"),
+        ("EXECUTING", "worker:w1"),
+        ("COMPLETED", "scheduler"),
+    ]
+
+
+def test_a_finish_without_a_reported_start_records_both(engine: Engine) -> None:
+    done, multi, broken = submit(engine), submit(engine, job_type="frames"), submit(engine)
+    claimed = engine.claim_tasks("w1", 10, start_jobs=False)
+    by_job = {}
+    for task in claimed:
+        by_job.setdefault(task.job_id, []).append(task.task_seq)
+    outcomes = [
+        ok(by_job[done][0]),
+        ok(by_job[multi][0]),
+        failure(by_job[broken][0], transient=False),
+    ]
+    engine.finish_tasks(outcomes, worker_id="w1").result()
+    assert timeline(engine, done) == [
+        ("PENDING", "api"),
+        ("QUEUED", "api"),
+        ("EXECUTING", "worker:w1"),
+        ("COMPLETED", "scheduler"),
+    ]
+    record = engine.get_job(ALICE, done)
+    assert record.start_time is not None and record.end_time is not None
+    # One of three tasks done: started, not finished.
+    record = engine.get_job(ALICE, multi)
+    assert record.phase == "EXECUTING" and record.start_time is not None
+    assert [status for status, _ in timeline(engine, multi)][-1] == "EXECUTING"
+    assert [status for status, _ in timeline(engine, broken)] == [
+        "PENDING",
+        "QUEUED",
+        "EXECUTING",
+        "ERROR",
+    ]
+
+
 def test_pending_jobs_are_not_claimed(engine: Engine) -> None:
     job = submit(engine, start=False)
     assert engine.claim_tasks("w1", 10) == []

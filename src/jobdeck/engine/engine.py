@@ -925,19 +925,42 @@ class Engine:
     # ------------------------------------------------------------------ workers' side
 
     def claim_tasks(
-        self, worker_id: str, limit: int, *, finished: Sequence[TaskOutcome] = ()
+        self,
+        worker_id: str,
+        limit: int,
+        *,
+        finished: Sequence[TaskOutcome] = (),
+        started: Sequence[int] = (),
+        start_jobs: bool = True,
     ) -> list[ClaimedTask]:
-        """Claim up to ``limit`` runnable tasks in queue order, with a lease; record the
-        tasks ``finished`` first, in the same transaction (one commit for both)."""
+        """Claim up to ``limit`` runnable tasks in queue order, with a lease; first record,
+        in the same transaction (one commit for all), the jobs ``started`` (job seqs whose
+        task began to run) and the tasks ``finished``.
+
+        With ``start_jobs`` the claimed tasks' jobs move to EXECUTING now, at the claim. A
+        worker that reports when a task really starts passes False: a job then reads QUEUED
+        (and keeps its place in the queue) until then, and a short task's job is written
+        once, at its end, with both its EXECUTING and its final entry.
+        """
 
         def op(tx: Tx) -> list[ClaimedTask]:
-            if finished:
-                self._finish(tx, finished, source=None)
-            return self._claim(tx, worker_id, limit)
+            self._record_tasks(tx, worker_id, started, finished)
+            return self._claim(tx, worker_id, limit, start_jobs=start_jobs) if limit > 0 else []
 
         return self.writer.run(op)
 
-    def _claim(self, tx: Tx, worker_id: str, limit: int) -> list[ClaimedTask]:
+    def _record_tasks(
+        self, tx: Tx, worker_id: str, started: Sequence[int], finished: Sequence[TaskOutcome]
+    ) -> None:
+        if started:
+            moved = self._statements.start_jobs(
+                tx.conn, sorted(set(started)), source=f"worker:{worker_id}", now=tx.now
+            )
+            tx.changes.jobs.update(row[1] for row in moved)
+        if finished:
+            self._finish(tx, finished, source=None)
+
+    def _claim(self, tx: Tx, worker_id: str, limit: int, *, start_jobs: bool) -> list[ClaimedTask]:
         statements = self._statements
         claimed = statements.claim(
             tx.conn,
@@ -949,15 +972,29 @@ class Engine:
         if not claimed:
             return []
         job_seqs = sorted({row[1] for row in claimed})
-        started = statements.start_jobs(tx.conn, job_seqs, source=f"worker:{worker_id}", now=tx.now)
-        tx.changes.jobs.update(row[1] for row in started)
-        job_rows = {row[0]: row for row in started}
-        # Jobs of many tasks, one of which started them earlier: read, not moved.
+        job_rows = {}
+        if start_jobs:
+            moved = statements.start_jobs(
+                tx.conn, job_seqs, source=f"worker:{worker_id}", now=tx.now
+            )
+            tx.changes.jobs.update(row[1] for row in moved)
+            job_rows = {row[0]: row for row in moved}
+        # Jobs not moved (of many tasks, one of which started them earlier): read.
         missing = [seq for seq in job_seqs if seq not in job_rows]
         if missing:
             job_rows.update((row[0], row) for row in statements.jobs_by_seq(tx.conn, missing))
         results_dir = str(self.settings.results_dir)
-        json_value = statements.json_value
+        decoded: dict[Any, Any] = {}
+
+        def json_value(value: Any) -> Any:
+            # Jobs of one submission share their parameters' text: decode each text once.
+            # (Shared results are only read here, and pickled apart for each process.)
+            if not isinstance(value, str):
+                return statements.json_value(value)
+            if value not in decoded:
+                decoded[value] = statements.json_value(value)
+            return decoded[value]
+
         result = []
         # Queue order: priority (high first), then submission.
         for seq, job_seq, task_index, task_parameters, attempts, _priority in sorted(
@@ -1032,17 +1069,25 @@ class Engine:
 
         self.writer.run(op)
 
-    def finish_tasks(self, outcomes: Sequence[TaskOutcome]) -> "Future[None]":
+    def finish_tasks(
+        self,
+        outcomes: Sequence[TaskOutcome],
+        *,
+        started: Sequence[int] = (),
+        worker_id: str = "",
+    ) -> "Future[None]":
         """Record how tasks ended, in one transaction; jobs whose tasks are done finish.
+        ``started``: job seqs whose task began to run on ``worker_id`` (see
+        :meth:`claim_tasks`).
 
         Returns at once; the future resolves at the commit. A worker need not wait: its next
         claim then shares the commit.
         """
-        if not outcomes:
+        if not outcomes and not started:
             done: Future[None] = Future()
             done.set_result(None)
             return done
-        return self.writer.submit(lambda tx: self._finish(tx, outcomes, source=None))
+        return self.writer.submit(lambda tx: self._record_tasks(tx, worker_id, started, outcomes))
 
     def _finish(self, tx: Tx, outcomes: Sequence[TaskOutcome], *, source: str | None) -> None:
         by_job: Counter[int] = Counter()
@@ -1057,10 +1102,11 @@ class Engine:
                 plain.setdefault(outcome.worker_id, []).append(outcome.task_seq)
             else:
                 others.append(outcome)
+        ran_on: dict[int, str] = {}  # job seq -> the worker that ran its task
         for worker_id, seqs in plain.items():
-            by_job.update(
-                self._statements.succeed_tasks(tx.conn, seqs, worker_id=worker_id, now=tx.now)
-            )
+            done = self._statements.succeed_tasks(tx.conn, seqs, worker_id=worker_id, now=tx.now)
+            by_job.update(done)
+            ran_on.update(dict.fromkeys(done, worker_id))
         if others:
             self._finish_others(tx, others, by_job, failed_by_job, source=source)
 
@@ -1068,14 +1114,21 @@ class Engine:
         if not touched:
             return
         # Jobs grouped by how much their counters grow: one statement per group, and for
-        # single-task jobs that is one statement for the whole batch.
-        groups: dict[tuple[int, int], list[int]] = {}
+        # single-task jobs of one worker that is one statement for the whole batch.
+        groups: dict[tuple[int, int, str], list[int]] = {}
         for seq in touched:
-            groups.setdefault((by_job[seq], failed_by_job[seq]), []).append(seq)
+            key = (by_job[seq], failed_by_job[seq], ran_on.get(seq, ""))
+            groups.setdefault(key, []).append(seq)
         who = source or "scheduler"
-        for (good, bad), seqs in groups.items():
+        for (good, bad, worker_id), seqs in groups.items():
             counted = self._statements.count_finished(
-                tx.conn, seqs, good=good, bad=bad, source=who, now=tx.now
+                tx.conn,
+                seqs,
+                good=good,
+                bad=bad,
+                source=who,
+                started_by=f"worker:{worker_id}" if worker_id else "worker",
+                now=tx.now,
             )
             tx.changes.jobs.update(job_id for job_id, phase in counted if phase == Phase.COMPLETED)
         with_failures = [seq for seq in touched if failed_by_job[seq]]
@@ -1124,6 +1177,7 @@ class Engine:
         failed: list[TaskOutcome] = []
         retried: list[TaskOutcome] = []
         late: list[TaskOutcome] = []
+        ran: dict[str, set[int]] = {}  # worker -> the job seqs of the tasks it ran
         for outcome in outcomes:
             row = rows.get(outcome.task_seq)
             if row is None:
@@ -1134,6 +1188,7 @@ class Engine:
                 if row.state == TaskState.CANCELLED:
                     late.append(outcome)
                 continue
+            ran.setdefault(outcome.worker_id, set()).add(row.job_seq)
             if outcome.ok:
                 succeeded.append(outcome)
             elif self._retries_left(row, outcome.error):
@@ -1141,6 +1196,13 @@ class Engine:
             else:
                 failed.append(outcome)
 
+        # A job whose task ran but was never reported started is EXECUTING from here on:
+        # the counting and the error and retry entries below take it from there.
+        for worker_id, job_seqs in ran.items():
+            moved = self._statements.start_jobs(
+                conn, sorted(job_seqs), source=f"worker:{worker_id}", now=tx.now
+            )
+            tx.changes.jobs.update(row[1] for row in moved)
         for group, state in ((succeeded, TaskState.SUCCEEDED), (failed, TaskState.FAILED)):
             if not group:
                 continue

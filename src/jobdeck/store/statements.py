@@ -51,18 +51,25 @@ RETURNING job_seq
 """
 
 # Counters and completion in one UPDATE: SET expressions read the old row, so "all done" is
-# judged on the counts this very statement writes.
+# judged on the counts this very statement writes. A job still QUEUED (its task started and
+# finished before the worker reported the start) gets its EXECUTING entry here too.
 _ALL_DONE = (
-    "phase = '{executing}' AND tasks_succeeded + tasks_failed + :good + :bad >= task_count"
+    "phase IN ('{queued}', '{executing}')"
+    " AND tasks_succeeded + tasks_failed + :good + :bad >= task_count"
     " AND tasks_failed + :bad <= max_failed_tasks"
 )
 _COUNT_FINISHED = f"""
 UPDATE jobs SET tasks_succeeded = tasks_succeeded + :good, tasks_failed = tasks_failed + :bad,
     updated_time = :now,
-    phase = CASE WHEN {_ALL_DONE} THEN '{{completed}}' ELSE phase END,
-    status = CASE WHEN {_ALL_DONE} THEN '{{completed_status}}' ELSE status END,
+    start_time = CASE WHEN phase = '{{queued}}' THEN :now ELSE start_time END,
+    phase = CASE WHEN {_ALL_DONE} THEN '{{completed}}'
+        WHEN phase = '{{queued}}' THEN '{{executing}}' ELSE phase END,
+    status = CASE WHEN {_ALL_DONE} THEN '{{completed_status}}'
+        WHEN phase = '{{queued}}' THEN '{{processing}}' ELSE status END,
     end_time = CASE WHEN {_ALL_DONE} THEN :now ELSE end_time END,
-    timeline = CASE WHEN {_ALL_DONE} THEN {{append}} ELSE timeline END
+    timeline = CASE WHEN phase = '{{queued}}' AND {_ALL_DONE} THEN {{append_both}}
+        WHEN phase = '{{queued}}' THEN {{append_started}}
+        WHEN {_ALL_DONE} THEN {{append}} ELSE timeline END
 WHERE seq {{in_seqs}}
 RETURNING id, phase
 """
@@ -78,6 +85,10 @@ _DIALECT = {
         "phase": "phase",
         "state": "state",
         "append": "json_insert(timeline, '$[#]', json_array(:t_status, :t_source, :t_stamp))",
+        "append_started": "json_insert(timeline, '$[#]',"
+        " json_array(:x_status, :x_source, :t_stamp))",
+        "append_both": "json_insert(timeline, '$[#]', json_array(:x_status, :x_source, :t_stamp),"
+        " '$[#]', json_array(:t_status, :t_source, :t_stamp))",
         "lock": "",
     },
     "postgresql": {
@@ -86,6 +97,12 @@ _DIALECT = {
         "phase": "(phase || '')",
         "state": "(state || '')",
         "append": "timeline || jsonb_build_array(jsonb_build_array("
+        "CAST(:t_status AS text), CAST(:t_source AS text), CAST(:t_stamp AS text)))",
+        "append_started": "timeline || jsonb_build_array(jsonb_build_array("
+        "CAST(:x_status AS text), CAST(:x_source AS text), CAST(:t_stamp AS text)))",
+        "append_both": "timeline || jsonb_build_array(jsonb_build_array("
+        "CAST(:x_status AS text), CAST(:x_source AS text), CAST(:t_stamp AS text)),"
+        " jsonb_build_array("
         "CAST(:t_status AS text), CAST(:t_source AS text), CAST(:t_stamp AS text)))",
         "lock": "FOR UPDATE SKIP LOCKED",
     },
@@ -201,15 +218,20 @@ class HotStatements:
         good: int,
         bad: int,
         source: str,
+        started_by: str,
         now: datetime,
     ) -> list[Any]:
         """Add ``good`` succeeded and ``bad`` failed tasks to each of these jobs; a job whose
-        tasks are all done (within its failure budget) completes. Rows of ``(id, phase)``."""
+        tasks are all done (within its failure budget) completes, with ``source``. A job
+        still QUEUED moves to EXECUTING first, with ``started_by`` (the worker). Rows of
+        ``(id, phase)``."""
         params = {
             "seqs": self._keys(seqs),
             "good": good,
             "bad": bad,
             "now": self._time(now),
+            "x_status": Phase.EXECUTING.value,
+            "x_source": started_by,
             **self._entry(Phase.COMPLETED.value, source, now),
         }
         return list(conn.exec_driver_sql(self._count_finished, params).all())

@@ -25,6 +25,7 @@ from jobdeck.worker.protocol import (
     TaskFinished,
     TaskLog,
     TaskProgress,
+    TaskStarted,
 )
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class Dispatcher:
         self._maybe_more = True
         self._thread: threading.Thread | None = None
         self._processes = processes
-        self._mean_duration = 1.0  # seconds; cautious until tasks have been seen
+        self._mean_duration: float | None = None  # seconds, of recent tasks
+        self._observed = 0
         self._heartbeat_every = max(0.5, engine.settings.lease_seconds / 3)
         self._next_heartbeat = 0.0
 
@@ -91,7 +93,8 @@ class Dispatcher:
             self._thread.join()
         self.engine.notifier.remove_task_listener(self._on_changes)
         unfinished = self._pool.close(timeout)
-        self.engine.finish_tasks(self._flush()).result()
+        started, finished = self._flush()
+        self.engine.finish_tasks(finished, started=started, worker_id=self.worker_id).result()
         leftover = set(unfinished) | set(self._claimed)
         if leftover:
             self.engine.release_tasks(self.worker_id, sorted(leftover))
@@ -124,7 +127,7 @@ class Dispatcher:
             self._wake.clear()
 
     def _round(self) -> None:
-        finished = self._flush()
+        started, finished = self._flush()
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
             maybe_more, self._maybe_more = self._maybe_more, False
@@ -134,24 +137,40 @@ class Dispatcher:
             self._heartbeat()
         free = min(self._pool.free_slots(), self._wanted() - len(self._claimed))
         if free > 0 and (maybe_more or finished or not self._claimed):
-            claimed = self.engine.claim_tasks(self.worker_id, free, finished=finished)
+            claimed = self.engine.claim_tasks(
+                self.worker_id, free, finished=finished, started=started, start_jobs=False
+            )
             if claimed:
                 self._start(claimed)
             if len(claimed) == free:
                 with self._lock:
                     self._maybe_more = True
                 self._wake.set()
-        elif finished:
-            self.engine.finish_tasks(finished).add_done_callback(_log_failure)
+        elif finished or started:
+            recorded = self.engine.finish_tasks(finished, started=started, worker_id=self.worker_id)
+            recorded.add_done_callback(_log_failure)
+
+    def _observe(self, duration: float) -> None:
+        """Fold a finished task's duration into the recent mean: the plain mean of the first
+        ten, then a moving one. (From a prior guess, a backlog of short tasks took dozens of
+        rounds to reach a useful claim size.)"""
+        self._observed += 1
+        if self._mean_duration is None:
+            self._mean_duration = duration
+        else:
+            weight = max(0.1, 1 / self._observed)
+            self._mean_duration += weight * (duration - self._mean_duration)
 
     def _wanted(self) -> int:
         """How many tasks to hold: the running ones plus ~50 ms of work per process.
 
         Short tasks need a deep backlog (a round trip to the database costs more than they
         do); long ones need none, and should stay in the queue for other workers to take and
-        for their jobs to read QUEUED rather than EXECUTING while they wait here.
+        for their jobs to read QUEUED rather than EXECUTING while they wait here. Until a
+        task has finished, one each (their length is unknown).
         """
-        backlog = int(BACKLOG_SECONDS / max(self._mean_duration, 1e-4))
+        mean = 1.0 if self._mean_duration is None else self._mean_duration
+        backlog = int(BACKLOG_SECONDS / max(mean, 1e-4))
         return self._processes * (1 + max(1, min(PREFETCH, backlog)))
 
     def _start(self, claimed: list[ClaimedTask]) -> None:
@@ -185,23 +204,27 @@ class Dispatcher:
             if task_seq in self._claimed:
                 self._pool.cancel(task_seq, "aborted")
 
-    def _flush(self) -> list[TaskOutcome]:
-        """Record the logs and progress the pool reported; return the tasks that finished,
-        for the caller to record (in one transaction)."""
+    def _flush(self) -> tuple[list[int], list[TaskOutcome]]:
+        """Record the logs and progress the pool reported; return the jobs whose task
+        started (job seqs) and the tasks that finished, for the caller to record in one
+        transaction. A task that also finished is reported by its finish alone."""
         with self._lock:
             events, self._events = self._events, []
         if not events:
-            return []
+            return [], []
+        started: dict[int, int] = {}  # task seq -> job seq
         outcomes: list[TaskOutcome] = []
         lines: list[LogLine] = []
         for event in events:
             task = self._claimed.get(event.task_id)
             if task is None:
                 continue
-            if isinstance(event, TaskFinished):
+            if isinstance(event, TaskStarted):
+                started[event.task_id] = task.job_seq
+            elif isinstance(event, TaskFinished):
+                started.pop(event.task_id, None)
                 outcomes.append(self._outcome(event))
-                duration = max(0.0, event.ended_at - event.started_at)
-                self._mean_duration += 0.1 * (duration - self._mean_duration)
+                self._observe(max(0.0, event.ended_at - event.started_at))
                 del self._claimed[event.task_id]
             elif isinstance(event, TaskLog):
                 lines.append(
@@ -216,7 +239,7 @@ class Dispatcher:
             elif isinstance(event, TaskProgress):
                 self.engine.set_progress(task.job_seq, event.label, event.value, event.max_value)
         self.engine.append_logs(lines)
-        return outcomes
+        return list(started.values()), outcomes
 
     def _outcome(self, event: TaskFinished) -> TaskOutcome:
         error = None
