@@ -125,6 +125,24 @@ def spawn(
     return Proc(name, popen, log)
 
 
+def compile_package(name: str) -> None:
+    """Write the bytecode of an installed package's modules, as installing it from a wheel
+    does. An editable install has none until a run writes it, and with
+    ``PYTHONDONTWRITEBYTECODE`` set no run does: every start would compile the sources anew."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise PeerFailed(f"{name} is not installed")
+    for location in spec.submodule_search_locations:
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", location],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=120,
+        )
+
+
 def python_tool(module_or_script: str) -> list[str]:
     """Command line for a console script installed beside this Python (``celery``, ``rq``...)."""
     candidate = Path(sys.executable).parent / module_or_script
@@ -283,11 +301,12 @@ def start_postgres(log_dir: Path) -> PostgresInstance:
 class Peer:
     """One system under test. The harness (``measure.py``) calls, in this order:
 
-    ``setup()``; ``submit_one()`` x N (timed: single submission); ``start_workers(W,
-    "baseline")`` and ``completed()`` until N (throughput); ``submit_one()``/``is_done()``
-    one job at a time (latency); ``stop_workers()``; ``submit_bulk(k)`` until N (bulk
-    submission); for each other setting ``start_workers(W, setting)`` (throughput) and
-    ``stop_workers()``; ``teardown()``.
+    ``setup()``; ``submit_one()`` x N (timed: single submission); ``before_workers()``, then
+    ``start_workers(W, "baseline")`` and ``completed()`` until N (throughput, timed from
+    ``start_workers``); ``submit_one()``/``is_done()`` one job at a time (latency);
+    ``stop_workers()``; ``submit_bulk(k)`` until N (bulk submission); for each other setting
+    ``before_workers()``, ``start_workers(W, setting)`` (throughput) and ``stop_workers()``;
+    ``teardown()``.
 
     ``completed()`` must read the system's own record of finished jobs (a results store, a
     registry, a jobs table), never a counter of our own.
@@ -317,6 +336,9 @@ class Peer:
     def submit_bulk(self, n: int) -> None:
         """Enqueue ``n`` no-op jobs through the peer's bulk API."""
         raise NotImplementedError
+
+    def before_workers(self) -> None:
+        """Untimed: put away what only submission needed (nothing, by default)."""
 
     def start_workers(self, workers: int, setting: str) -> None:
         """Start ``workers`` worker processes in ``setting`` (a key of ``settings``)."""

@@ -67,6 +67,7 @@ def measure(peer: Peer, args: argparse.Namespace, result: dict[str, Any]) -> Non
 
     result["phase"] = "throughput (baseline)"
     figures["throughput_per_s"] = {}
+    peer.before_workers()
     start = time.monotonic()
     peer.start_workers(workers, "baseline")
     done_at = wait_completed(peer, total, time_limit(jobs) + 30)
@@ -128,6 +129,7 @@ def measure(peer: Peer, args: argparse.Namespace, result: dict[str, Any]) -> Non
 
     for setting in other_settings:
         result["phase"] = f"throughput ({setting})"
+        peer.before_workers()
         start = time.monotonic()
         peer.start_workers(workers, setting)
         done_at = wait_completed(peer, total, time_limit(jobs) + 30)

@@ -15,6 +15,7 @@ from common import (
     Peer,
     PeerFailed,
     Proc,
+    compile_package,
     free_port,
     percentile,
     python_tool,
@@ -101,7 +102,8 @@ class _Jobdeck(Peer):
     # -- the interface -----------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Start the API-only server (``--workers 0``)."""
+        """Compile jobdeck's modules, then start the API-only server (``--workers 0``)."""
+        compile_package("jobdeck")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._serve(0)
 
@@ -284,8 +286,13 @@ class JobdeckSqlite(_Jobdeck):
     store = "sqlite"
     settings = {"baseline": "`jobdeck serve --workers W` (SQLite, jobs queued before start)"}
 
+    def before_workers(self) -> None:
+        """Stop the API-only server that took the submissions (the store is one file, and
+        the server with workers will be its one writer)."""
+        self._stop_server()
+
     def start_workers(self, workers: int, setting: str) -> None:
-        """Restart the server with W local workers."""
+        """Start the server with W local workers."""
         self._stop_server()
         self._serve(workers)
 
