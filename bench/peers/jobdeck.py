@@ -135,8 +135,10 @@ class _Jobdeck(Peer):
         return int(phases.get("COMPLETED", 0))
 
     def is_done(self, handle: Any) -> bool:
-        """``GET /jobs/{id}`` → phase COMPLETED (the record is kept for ``started_at``)."""
-        record = self._check(self.client.get(f"/jobs/{handle}"))
+        """``GET /jobs/{id}?wait=5`` → phase COMPLETED (the record is kept for ``started_at``).
+        The blocking GET (what ``jobdeck.client``'s ``wait`` uses) answers as soon as the
+        job's phase changes, instead of at the next poll."""
+        record = self._check(self.client.get(f"/jobs/{handle}", params={"wait": 5}))
         if record["phase"] in {"ERROR", "ABORTED"}:
             raise PeerFailed(f"job {handle} ended in {record['phase']}")
         self.records[handle] = record

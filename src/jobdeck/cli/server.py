@@ -88,7 +88,8 @@ def serve(
 
         from jobdeck.doors.native.app import create_asgi
 
-        uvicorn.run(create_asgi(engine), host=host, port=port, log_level=log_level)
+        # No WebSocket routes: ws="none" spares loading a WebSocket implementation.
+        uvicorn.run(create_asgi(engine), host=host, port=port, log_level=log_level, ws="none")
     finally:
         if dispatcher is not None:
             dispatcher.stop()
