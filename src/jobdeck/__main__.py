@@ -1,5 +1,5 @@
 """``python -m jobdeck``: the same as the ``jobdeck`` command."""
 
-from jobdeck.cli.main import app
+from jobdeck.cli import run
 
-app()
+run()

@@ -260,7 +260,8 @@ class JobCreate(BaseModel):
             description="Values by name: plain JSON scalars or {type, value}.",
             max_length=1000,
         ),
-    ] = {}
+        # A factory, not ``= {}``: pydantic deep-copies a mutable default for every model.
+    ] = Field(default_factory=dict)
     json_parameters: Annotated[Any, Field(title="JSON parameters", description="Opaque JSON.")] = (
         None
     )
@@ -340,7 +341,7 @@ class CompleteRequest(BaseModel):
     """Complete an externally driven job with its results."""
 
     model_config = ConfigDict(extra="forbid")
-    results: Annotated[list[ResultRef], Field(max_length=10_000)] = []
+    results: Annotated[list[ResultRef], Field(max_length=10_000)] = Field(default_factory=list)
 
 
 class FailRequest(BaseModel):

@@ -512,8 +512,9 @@ class Engine:
         if task_rows:
             _INSERT_TASKS.execute(tx.conn, task_rows)
             tx.changes.tasks_ready = True
-        return JobBatchCreated(
-            jobs=[JobRef(id=row["id"], phase=row["phase"]) for row, _tasks in prepared]
+        # One validation of plain data (in pydantic's core), not a model built per job.
+        return JobBatchCreated.model_validate(
+            {"jobs": [{"id": row["id"], "phase": row["phase"]} for row, _tasks in prepared]}
         )
 
     def _append(self, status: str, source: str, now: datetime) -> Any:

@@ -1,0 +1,34 @@
+"""The ``jobdeck`` entry point: start-up runs without garbage collection, the command with it."""
+
+import subprocess
+import sys
+
+CHECK = """
+import gc, sys
+from jobdeck.cli import run
+sys.argv = ["jobdeck", "--help"]
+try:
+    run()
+except SystemExit:
+    pass
+print(gc.isenabled(), gc.get_freeze_count() > 10_000)
+"""
+
+
+def test_the_command_collects_again_once_imported() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK], capture_output=True, text=True, check=True, timeout=60
+    )
+    # Collection is back on, and the start-up's objects are frozen out of it.
+    assert done.stdout.strip().splitlines()[-1] == "True True"
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "jobdeck", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert "serve" in done.stdout
