@@ -31,8 +31,10 @@ from jobdeck.worker.protocol import (
 log = logging.getLogger(__name__)
 
 
-PREFETCH = 128
-"""The most tasks a process may have waiting for it; how many it gets is adaptive."""
+PREFETCH = 512
+"""The most tasks a process may have waiting for it; how many it gets is adaptive. (Above 128 it
+matters only for tasks shorter than 0.4 ms: with no-op tasks, 512 rather than 128 drained
+15-20 % more jobs a second on PostgreSQL here, in fewer, larger claims.)"""
 BACKLOG_SECONDS = 0.05
 """How much work, by recent task durations, to keep waiting per process."""
 
