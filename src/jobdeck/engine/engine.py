@@ -1630,7 +1630,12 @@ class Engine:
         while (remaining := deadline - time.monotonic()) > 0:
             # Watch before looking, so that a change between the two is not missed.
             with self.notifier.watch_job(job_id) as changed:
-                if await asyncio.to_thread(self.job_phase, principal, job_id) != phase:
+                # On SQLite one index look-up: on the event loop, not a thread hop each way.
+                if self._sqlite:
+                    now = self.job_phase(principal, job_id)
+                else:
+                    now = await asyncio.to_thread(self.job_phase, principal, job_id)
+                if now != phase:
                     return
                 try:
                     await asyncio.wait_for(changed.wait(), remaining)
