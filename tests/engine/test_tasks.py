@@ -120,6 +120,15 @@ def test_a_finish_without_a_reported_start_records_both(engine: Engine) -> None:
     ]
 
 
+def test_a_reported_start_needs_its_worker(engine: Engine) -> None:
+    submit(engine)
+    [task] = engine.claim_tasks("w1", 10, start_jobs=False)
+    with pytest.raises(ValueError, match="worker_id"):
+        engine.finish_tasks([], started=[task.job_seq])
+    engine.finish_tasks([], started=[task.job_seq], worker_id="w1").result()
+    assert engine.get_job(ALICE, task.job_id).phase == "EXECUTING"
+
+
 def test_pending_jobs_are_not_claimed(engine: Engine) -> None:
     job = submit(engine, start=False)
     assert engine.claim_tasks("w1", 10) == []

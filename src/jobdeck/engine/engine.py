@@ -1084,6 +1084,8 @@ class Engine:
         Returns at once; the future resolves at the commit. A worker need not wait: its next
         claim then shares the commit.
         """
+        if started and not worker_id:
+            raise ValueError("started jobs need the worker_id that started them")
         if not outcomes and not started:
             done: Future[None] = Future()
             done.set_result(None)
