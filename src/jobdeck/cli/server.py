@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from jobdeck.cli import settle
 from jobdeck.cli.options import (
     DEFAULT_DATA_DIR,
     ConfigOption,
@@ -32,17 +33,6 @@ SWITCH_INTERVAL = 0.0005
 """Seconds a thread may hold the GIL while another waits (Python's default is 5 ms). A job
 passes through several threads of a service or worker (HTTP, writer, dispatcher, pool
 reader); with the default, each hand-off behind a busy thread could cost up to 5 ms."""
-
-
-def settle() -> None:
-    """End a long-running command's start-up: exempt every object made so far (modules,
-    models, the engine, the app) from garbage collection, and collect again. A full
-    collection walks every object it tracks, and requests and claims, which make many
-    short-lived ones, set one off again and again: a batch of 1,000 jobs took half as long
-    again with the start-up's objects in. Start-up itself runs without collection (see
-    :func:`jobdeck.cli.run`)."""
-    gc.freeze()
-    gc.enable()
 
 
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)

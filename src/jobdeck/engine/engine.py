@@ -954,12 +954,18 @@ class Engine:
         self, tx: Tx, worker_id: str, started: Sequence[int], finished: Sequence[TaskOutcome]
     ) -> None:
         if started:
-            moved = self._statements.start_jobs(
-                tx.conn, sorted(set(started)), source=f"worker:{worker_id}", now=tx.now
-            )
-            tx.changes.jobs.update(row[1] for row in moved)
+            self._start_jobs(tx, started, worker_id)
         if finished:
             self._finish(tx, finished, source=None)
+
+    def _start_jobs(self, tx: Tx, job_seqs: Iterable[int], worker_id: str) -> list[Any]:
+        """QUEUED → EXECUTING for those of these jobs still QUEUED, started by ``worker_id``;
+        the rows of the jobs moved (see :meth:`HotStatements.start_jobs`)."""
+        moved = self._statements.start_jobs(
+            tx.conn, sorted(set(job_seqs)), source=f"worker:{worker_id}", now=tx.now
+        )
+        tx.changes.jobs.update(row[1] for row in moved)
+        return moved
 
     def _claim(self, tx: Tx, worker_id: str, limit: int, *, start_jobs: bool) -> list[ClaimedTask]:
         statements = self._statements
@@ -975,11 +981,7 @@ class Engine:
         job_seqs = sorted({row[1] for row in claimed})
         job_rows = {}
         if start_jobs:
-            moved = statements.start_jobs(
-                tx.conn, job_seqs, source=f"worker:{worker_id}", now=tx.now
-            )
-            tx.changes.jobs.update(row[1] for row in moved)
-            job_rows = {row[0]: row for row in moved}
+            job_rows = {row[0]: row for row in self._start_jobs(tx, job_seqs, worker_id)}
         # Jobs not moved (of many tasks, one of which started them earlier): read.
         missing = [seq for seq in job_seqs if seq not in job_rows]
         if missing:
@@ -1202,10 +1204,7 @@ class Engine:
         # A job whose task ran but was never reported started is EXECUTING from here on:
         # the counting and the error and retry entries below take it from there.
         for worker_id, job_seqs in ran.items():
-            moved = self._statements.start_jobs(
-                conn, sorted(job_seqs), source=f"worker:{worker_id}", now=tx.now
-            )
-            tx.changes.jobs.update(row[1] for row in moved)
+            self._start_jobs(tx, job_seqs, worker_id)
         for group, state in ((succeeded, TaskState.SUCCEEDED), (failed, TaskState.FAILED)):
             if not group:
                 continue
