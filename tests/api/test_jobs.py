@@ -28,8 +28,8 @@ def test_create_get_round_trip(alice: httpx.Client) -> None:
     )
     assert response.status_code == 201
     job = response.json()
-    assert response.headers["Location"].endswith(f"/api/v1/jobs/{job['id']}")
-    fetched = alice.get(f"/jobs/{job['id']}").json()
+    assert response.headers["Location"] == f"{alice.base_url}jobs/{job['id']}"  # absolute
+    fetched = alice.get(response.headers["Location"]).json()
     assert fetched == job
     assert job["phase"] == "PENDING" and job["status"] == "waiting"
     assert job["owner"] == "alice" and job["created_by"] == "alice"
@@ -58,6 +58,7 @@ def test_no_token_and_bad_token(server: Server) -> None:
         assert response.status_code == 401
         response = anonymous.get("/jobs", headers={"Authorization": "Basic abc"})
         assert response.status_code == 401
+        assert "Bearer <token>" in response.json()["message"]
 
 
 def test_owner_isolation(client_for: Callable[..., httpx.Client]) -> None:
@@ -341,6 +342,9 @@ def test_stats_and_openapi(alice: httpx.Client, server: Server) -> None:
     job = spec["components"]["schemas"]["JobRecord"]["properties"]
     assert job["queue_position"]["title"] == "Queue position"
     assert job["timeline"]["description"]
+    # Every job route names the bearer scheme, which the document describes.
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert {"HTTPBearer": []} in spec["paths"]["/api/v1/jobs"]["post"]["security"]
     assert httpx.get(server.url + "/api/v1/health").json()["status"] == "ok"
 
 

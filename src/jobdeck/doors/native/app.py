@@ -18,6 +18,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -120,23 +121,31 @@ async def get_engine(request: Request) -> Engine:
     return engine
 
 
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `jobdeck token create`, or the admin token that `jobdeck serve` "
+    "keeps in its data directory.",
+)
+
+
 async def get_principal(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """The caller, from ``Authorization: Bearer <token>``.
 
     Async, so that it does not cost a thread hop per request: a known token is answered
     from the engine's cache, an unknown one is looked up in the threadpool.
     """
-    if not authorization:
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         raise Unauthorized("an Authorization: Bearer <token> header is required")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    token = credentials.credentials
     engine: Engine = request.app.state.engine
-    principal = engine.cached_principal(token.strip())
+    principal = engine.cached_principal(token)
     if principal is None:
-        principal = await run_in_threadpool(engine.authenticate, token.strip())
+        principal = await run_in_threadpool(engine.authenticate, token)
     if principal is None:
         raise Unauthorized("the token is not valid")
     return principal
@@ -148,8 +157,9 @@ JobIdPath = Annotated[str, "the job id"]
 
 
 def job_url(request: Request, job_id: str) -> str:
-    """The absolute URL of a job."""
-    return str(request.url_for("get_job", job_id=job_id))
+    """The absolute URL of a job (a string built here: ``url_for`` tries every route, and
+    took a tenth of the time of a ``POST /jobs``)."""
+    return f"{request.base_url}{PREFIX[1:]}/jobs/{job_id}"
 
 
 router = APIRouter(prefix=PREFIX)
