@@ -16,12 +16,12 @@ import secrets
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -93,6 +93,7 @@ from jobdeck.store.schema import (
 from jobdeck.store.statements import HotStatements
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 QUOTE_WINDOW = 10_000
@@ -297,11 +298,18 @@ class Engine:
         self.writer.stop()
         self.notifier.stop()
 
-    @property
-    def reads_in_process(self) -> bool:
-        """Whether reads are served by a database inside this process (SQLite): quick, with
-        no network to wait on."""
-        return self._sqlite
+    async def read(self, call: Callable[..., T], *args: Any) -> T:
+        """Run the read ``call(*args)`` for async code. On SQLite it is a few index look-ups
+        in this process, mostly Python that holds the GIL anyway: on the event loop, without
+        a thread hop each way (under many clients, threads contending for the GIL made the
+        slowest reads far slower). On PostgreSQL it waits on the network: in a thread of
+        the threadpool the HTTP handlers share."""
+        if self._sqlite:
+            return call(*args)
+        # Imported here: a worker process, which never reads from async code, need not load it.
+        from anyio.to_thread import run_sync
+
+        return await run_sync(call, *args)
 
     @property
     def job_types(self) -> dict[str, JobType]:
@@ -1635,12 +1643,7 @@ class Engine:
         while (remaining := deadline - time.monotonic()) > 0:
             # Watch before looking, so that a change between the two is not missed.
             with self.notifier.watch_job(job_id) as changed:
-                # On SQLite one index look-up: on the event loop, not a thread hop each way.
-                if self._sqlite:
-                    now = self.job_phase(principal, job_id)
-                else:
-                    now = await asyncio.to_thread(self.job_phase, principal, job_id)
-                if now != phase:
+                if await self.read(self.job_phase, principal, job_id) != phase:
                     return
                 try:
                     await asyncio.wait_for(changed.wait(), remaining)

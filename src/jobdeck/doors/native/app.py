@@ -254,21 +254,11 @@ async def get_job(
     ] = None,
 ) -> JobRecord:
     """The full record of a job."""
-    record = await read_job(engine, principal, job_id)
+    record = await engine.read(engine.get_job, principal, job_id)
     if wait and record.phase in ACTIVE_PHASES:
         await engine.wait_for_change(principal, job_id, timeout=wait, phase=record.phase)
-        record = await read_job(engine, principal, job_id)
+        record = await engine.read(engine.get_job, principal, job_id)
     return record
-
-
-async def read_job(engine: Engine, principal: Principal, job_id: str) -> JobRecord:
-    """A job's record. On SQLite it is a few index look-ups, mostly Python that holds the
-    GIL anyway: read on the event loop, without a thread hop each way (under many clients,
-    threads contending for the GIL made the slowest reads far slower). On PostgreSQL the
-    read waits on the network: in the threadpool."""
-    if engine.reads_in_process:
-        return engine.get_job(principal, job_id)
-    return await run_in_threadpool(engine.get_job, principal, job_id)
 
 
 @router.patch("/jobs/{job_id}", response_model=JobRecord, summary="Change a job")
@@ -355,13 +345,13 @@ async def get_timeline(
     job_id: str, engine: EngineDep, principal: PrincipalDep
 ) -> list[TimelineEntry]:
     """Every phase the job reached, oldest first."""
-    return (await read_job(engine, principal, job_id)).timeline
+    return (await engine.read(engine.get_job, principal, job_id)).timeline
 
 
 @router.get("/jobs/{job_id}/results", response_model=list[ResultRef], summary="A job's results")
 async def list_results(job_id: str, engine: EngineDep, principal: PrincipalDep) -> list[ResultRef]:
     """The job's results."""
-    return (await read_job(engine, principal, job_id)).results
+    return (await engine.read(engine.get_job, principal, job_id)).results
 
 
 @router.get("/jobs/{job_id}/results/{result_id:path}", summary="Download a result")
