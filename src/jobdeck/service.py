@@ -5,6 +5,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobdeck.domain.jobtypes import JobType
 from jobdeck.engine.engine import Engine
 from jobdeck.engine.settings import EngineSettings
 from jobdeck.store.database import SqliteSync, database_url, open_database, upgrade
@@ -25,9 +26,17 @@ class StoreOptions:
 
 
 def open_engine(
-    options: StoreOptions, *, migrate: bool = True, lease_seconds: float | None = None
+    options: StoreOptions,
+    *,
+    migrate: bool = True,
+    lease_seconds: float | None = None,
+    job_types: dict[str, JobType] | None = None,
 ) -> Engine:
-    """Open the store, apply migrations, and return an engine (not yet started)."""
+    """Open the store, apply migrations, and return an engine (not yet started).
+
+    ``job_types``: those of ``options.config``, where the caller has loaded them already (to
+    start worker processes with them before the engine); read from the file otherwise.
+    """
     options.data_dir.mkdir(parents=True, exist_ok=True)
     db = open_database(
         database_url(db=options.db, data_dir=options.data_dir),
@@ -37,7 +46,7 @@ def open_engine(
         upgrade(db)
     settings = EngineSettings(
         results_dir=(options.results_dir or options.data_dir / "results").resolve(),
-        job_types=load_job_types(options.config),
+        job_types=load_job_types(options.config) if job_types is None else job_types,
     )
     if lease_seconds is not None:
         settings.lease_seconds = lease_seconds

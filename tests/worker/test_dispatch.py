@@ -19,6 +19,7 @@ from jobdeck.domain.records import JobCreate, JobRecord
 from jobdeck.engine.engine import Engine, Principal
 from jobdeck.engine.settings import EngineSettings
 from jobdeck.worker.dispatcher import Dispatcher
+from jobdeck.worker.pool import ProcessPool
 
 ALICE = Principal("alice")
 HERE = Path(__file__).parent
@@ -67,7 +68,7 @@ def settings(settings: EngineSettings, monkeypatch: pytest.MonkeyPatch) -> Engin
 
 @pytest.fixture
 def dispatcher(engine: Engine) -> Iterator[Dispatcher]:
-    dispatcher = Dispatcher(engine, processes=2, worker_id="test-worker")
+    dispatcher = Dispatcher(engine, ProcessPool(2, engine.job_types), worker_id="test-worker")
     dispatcher.start()
     yield dispatcher
     dispatcher.stop(timeout=5)

@@ -131,8 +131,9 @@ def make_pool() -> Iterator[MakePool]:
 
     def make(size: int = 2, **options: Any) -> tuple[ProcessPool, Collector]:
         collector = Collector()
-        pool = ProcessPool(size, TEST_TYPES, collector, import_paths=[HERE], **options)
-        pool.start()
+        options = {"prefetch": 16, "window": 8, **options}
+        pool = ProcessPool(size, TEST_TYPES, import_paths=[HERE], **options)
+        pool.start(collector)
         pools.append(pool)
         return pool, collector
 
@@ -208,6 +209,17 @@ def worker_pids() -> set[int]:
         for p in Path("/proc").iterdir()
         if p.name.isdigit() and _is_worker_of(int(p.name), os.getpid())
     }
+
+
+def spawned_workers(count: int, timeout: float = 5) -> set[int]:
+    """The worker processes, once ``count`` of them show. (A process that has just been
+    spawned may not show its command line yet: the exec closes the pipe ``Popen`` waits on
+    before the kernel has set up the new program's arguments.)"""
+    deadline = time.monotonic() + timeout
+    while len(found := worker_pids()) != count:
+        assert time.monotonic() < deadline, f"{len(found)} worker processes, not {count}"
+        time.sleep(0.01)
+    return found
 
 
 def _is_worker_of(pid: int, parent: int) -> bool:
@@ -560,6 +572,36 @@ def test_accounting_of_slots(make_pool: MakePool, tmp_path: Path) -> None:
     assert sorted(pool.running()) == sorted(t.task_id for t in sleeps)
     events.wait_finished([t.task_id for t in sleeps], timeout=10)
     assert pool.free_slots() == 8 and pool.running() == []
+
+
+def test_processes_spawned_before_start_run_tasks(tmp_path: Path) -> None:
+    pool = ProcessPool(2, TEST_TYPES, import_paths=[HERE])
+    pool.spawn()
+    spawned = spawned_workers(2)
+    assert pool.free_slots() == 0  # nothing is taken before start
+    events = Collector()
+    try:
+        pool.start(events)
+        assert worker_pids() == spawned  # start() uses them, and spawns no others
+        tasks = [task("noop", tmp_path / str(i)) for i in range(10)]
+        pool.submit(tasks)
+        done = events.wait_finished([t.task_id for t in tasks], timeout=10)
+        assert all(finished.ok for finished in done.values())
+        with pytest.raises(RuntimeError):
+            pool.spawn()
+    finally:
+        pool.close(5)
+    wait_gone(list(spawned), timeout=5)
+
+
+def test_closing_a_pool_that_spawned_but_never_started_stops_its_processes() -> None:
+    pool = ProcessPool(2, TEST_TYPES)
+    pool.spawn()
+    spawned = spawned_workers(2)
+    assert pool.close(5) == []
+    wait_gone(list(spawned), timeout=5)
+    with pytest.raises(RuntimeError):
+        pool.start(Collector())
 
 
 def test_frames_survive_any_split() -> None:

@@ -1,11 +1,14 @@
 """Options that every command touching the store takes, the same everywhere."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from jobdeck.service import StoreOptions
+if TYPE_CHECKING:
+    # jobdeck.service loads the engine (SQLAlchemy): `serve` starts its worker processes
+    # first, and the client commands never need it.
+    from jobdeck.service import StoreOptions
 
 DataDirOption = Annotated[
     Path,
@@ -38,8 +41,10 @@ DEFAULT_DATA_DIR = Path(".jobdeck")
 
 def store_options(
     data_dir: Path, db: str | None, config: Path | None = None, *, full_sync: bool = False
-) -> StoreOptions:
+) -> "StoreOptions":
     """The store options from the command line."""
+    from jobdeck.service import StoreOptions
+
     return StoreOptions(
         data_dir=data_dir,
         db=db,

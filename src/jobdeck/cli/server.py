@@ -19,6 +19,8 @@ from jobdeck.cli.options import (
     DbOption,
     store_options,
 )
+from jobdeck.worker.config import load_job_types
+from jobdeck.worker.pool import ProcessPool
 
 console = Console(stderr=True)
 LeaseOption = Annotated[
@@ -61,22 +63,32 @@ def serve(
 ) -> None:
     """Run the service: the API, upkeep and local workers, in one process."""
     gc.disable()  # until settle()
-    # Imported here, so that the client commands of the same program start fast; the web
-    # stack only once the workers run, so that they start while it loads.
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    count = os.cpu_count() or 1 if workers is None else workers
+    job_types = load_job_types(config)
+    pool = ProcessPool(count, job_types) if count > 0 else None
+    if pool is not None:
+        pool.spawn()
+    # Imported here, so that the client commands of the same program start fast, and after
+    # the worker processes were spawned, so that they start while the engine loads; the web
+    # stack only once the workers run, so that they work while it loads.
     from jobdeck.engine.maintenance import Maintenance
     from jobdeck.service import ensure_admin_token, open_engine
     from jobdeck.worker.dispatcher import Dispatcher
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    sys.setswitchinterval(SWITCH_INTERVAL)
     options = store_options(data_dir, db, config, full_sync=full_sync)
-    engine = open_engine(options, lease_seconds=lease_seconds)
+    try:
+        engine = open_engine(options, lease_seconds=lease_seconds, job_types=job_types)
+    except BaseException:
+        if pool is not None:
+            pool.close(0)
+        raise
     engine.start()
     token, created = ensure_admin_token(engine, data_dir)
     maintenance = Maintenance(engine)
     maintenance.start()
-    count = os.cpu_count() or 1 if workers is None else workers
-    dispatcher = Dispatcher(engine, processes=count) if count > 0 else None
+    dispatcher = Dispatcher(engine, pool) if pool is not None else None
     gc.freeze()
     if dispatcher is not None:
         dispatcher.start()
@@ -122,19 +134,28 @@ def worker(
     Results are written under the data directory's results/; share it with the API nodes.
     """
     gc.disable()  # until settle()
+    if not db.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        raise typer.BadParameter("jobdeck worker needs a PostgreSQL URL", param_hint="--db")
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    job_types = load_job_types(config)
+    pool = ProcessPool(workers or os.cpu_count() or 1, job_types)
+    pool.spawn()  # the processes start up while the engine loads
     from jobdeck.engine.maintenance import Maintenance
     from jobdeck.service import open_engine
     from jobdeck.worker.dispatcher import Dispatcher
 
-    if not db.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-        raise typer.BadParameter("jobdeck worker needs a PostgreSQL URL", param_hint="--db")
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s")
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    engine = open_engine(store_options(data_dir, db, config), lease_seconds=lease_seconds)
+    try:
+        engine = open_engine(
+            store_options(data_dir, db, config), lease_seconds=lease_seconds, job_types=job_types
+        )
+    except BaseException:
+        pool.close(0)
+        raise
     engine.start()
     maintenance = Maintenance(engine)
     maintenance.start()
-    dispatcher = Dispatcher(engine, processes=workers or os.cpu_count() or 1)
+    dispatcher = Dispatcher(engine, pool)
     settle()
     dispatcher.start()
     stop = threading.Event()

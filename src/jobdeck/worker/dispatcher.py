@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from jobdeck.domain.records import JobError
 from jobdeck.engine.engine import ClaimedTask, Engine, LogLine, TaskOutcome
 from jobdeck.engine.writer import Changes
-from jobdeck.worker.pool import ProcessPool
+from jobdeck.worker.pool import PREFETCH, ProcessPool
 from jobdeck.worker.protocol import (
     Event,
     TaskAssignment,
@@ -31,10 +31,6 @@ from jobdeck.worker.protocol import (
 log = logging.getLogger(__name__)
 
 
-PREFETCH = 512
-"""The most tasks a process may have waiting for it; how many it gets is adaptive. (Above 128 it
-matters only for tasks shorter than 0.4 ms: with no-op tasks, 512 rather than 128 drained
-15-20 % more jobs a second on PostgreSQL here, in fewer, larger claims.)"""
 BACKLOG_SECONDS = 0.05
 """How much work, by recent task durations, to keep waiting per process."""
 
@@ -50,22 +46,24 @@ def default_worker_id() -> str:
 
 
 class Dispatcher:
-    """Runs the engine's tasks on a pool of local worker processes."""
+    """Runs the engine's tasks on a pool of local worker processes.
+
+    The pool is made by the caller with the engine's job types; it may have spawned its
+    processes already (:meth:`ProcessPool.spawn`), so that they start while the engine loads.
+    """
 
     def __init__(
         self,
         engine: Engine,
+        pool: ProcessPool,
         *,
-        processes: int,
         worker_id: str | None = None,
         idle_wait: float = 1.0,
     ) -> None:
         self.engine = engine
         self.worker_id = worker_id or default_worker_id()
         self._idle_wait = idle_wait
-        self._pool = ProcessPool(
-            processes, engine.job_types, self._on_events, prefetch=PREFETCH, window=32
-        )
+        self._pool = pool
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -74,7 +72,7 @@ class Dispatcher:
         self._claimed: dict[int, ClaimedTask] = {}
         self._maybe_more = True
         self._thread: threading.Thread | None = None
-        self._processes = processes
+        self._processes = pool.size
         self._mean_duration: float | None = None  # seconds, of recent tasks
         self._observed = 0
         self._heartbeat_every = max(0.5, engine.settings.lease_seconds / 3)
@@ -82,7 +80,7 @@ class Dispatcher:
 
     def start(self) -> None:
         """Start the worker processes and the dispatching thread."""
-        self._pool.start()
+        self._pool.start(self._on_events)
         self.engine.notifier.add_task_listener(self._on_changes)
         self._thread = threading.Thread(target=self._loop, name="jobdeck-dispatcher", daemon=True)
         self._thread.start()
