@@ -375,3 +375,15 @@ def test_quote_follows_recent_completions(engine: Engine) -> None:
     queued = engine.get_job(ALICE, submit(engine))
     assert queued.queue_position == 0
     assert queued.quote is not None and queued.quote >= queued.creation_time
+
+
+def test_queue_position_is_counted_up_to_the_cap(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("jobdeck.engine.engine.QUEUE_POSITION_CAP", 3)
+    urgent = submit(engine, priority=90)
+    ids = [submit(engine) for _ in range(5)]
+    positions = [engine.get_job(ALICE, job_id).queue_position for job_id in ids]
+    # One job of higher priority is ahead of all; the count stops at the cap.
+    assert positions == [1, 2, 3, 3, 3]
+    assert engine.get_job(ALICE, urgent).queue_position == 0

@@ -153,7 +153,11 @@ class JobRecord(BaseModel):
     priority: Annotated[int, Field(title="Priority", description="0-100; higher runs first.")]
     queue_position: Annotated[
         int | None,
-        Field(title="Queue position", description="Jobs ahead of this one while QUEUED."),
+        Field(
+            title="Queue position",
+            description="Jobs ahead of this one while QUEUED, counted up to 10,000 "
+            "(a deeper queue reads 10000).",
+        ),
     ]
     quote: Annotated[
         UtcDateTime | None,
