@@ -117,7 +117,7 @@ _SUMMARY_COLUMNS = (
 )
 
 
-# The submit path's inserts, run by the driver's executemany (see jobdeck.store.bulk).
+# The submit path's inserts, in bulk (see jobdeck.store.bulk).
 _INSERT_JOBS = BulkInsert(
     jobs,
     [
@@ -127,6 +127,7 @@ _INSERT_JOBS = BulkInsert(
         "parameters", "json_parameters", "max_retries_per_task", "max_failed_tasks",
         "task_count", "timeline",
     ],
+    returning=["id", "seq"],
 )  # fmt: skip
 _INSERT_TASKS = BulkInsert(
     tasks, ["job_seq", "task_index", "parameters", "state", "priority", "attempts", "run_after"]
@@ -520,10 +521,12 @@ class Engine:
             }
             for row, _tasks in prepared
         ]
-        # A plain executemany, then one look-up of the keys: SQLite cannot return the keys of
-        # a multi-row insert in order, and would fall back to a statement per row.
-        _INSERT_JOBS.execute(tx.conn, rows)
-        seqs = dict(self._statements.job_seqs(tx.conn, [row["id"] for row in rows]))
+        # PostgreSQL returns the new keys; on SQLite, an executemany returns none, and one
+        # look-up of them costs less than a statement per row.
+        returned = _INSERT_JOBS.execute(tx.conn, rows)
+        if returned is None:
+            returned = self._statements.job_seqs(tx.conn, [row["id"] for row in rows])
+        seqs = dict(returned)
         task_rows = [
             self._task_row(seqs[row["id"]], task, row["priority"], tx.now)
             for row, job_tasks in prepared

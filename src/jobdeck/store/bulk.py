@@ -1,13 +1,19 @@
-"""Bulk inserts for the hot paths: a Core INSERT compiled once, run by the driver's executemany.
+"""Bulk inserts for the hot paths: an INSERT built once per dialect, values converted column by
+column.
 
 SQLAlchemy's executemany processes every parameter of every row in Python, which cost more
 than the database's own work for a batch of submissions (about 12k rows/s against 75k/s on
-SQLite). Here the statement is compiled once per dialect and values are converted by one small
-function per column: JSON is serialised, times take the column type's own conversion.
+SQLite). Here values are converted by one small function per column: JSON is serialised,
+times take the column type's own conversion. On SQLite the driver's executemany runs the
+statement once per row (in C). On PostgreSQL the rows travel as one JSON document and a
+single ``INSERT … SELECT … FROM json_populate_recordset(…)`` inserts them all, and can return
+the new keys (``returning``): psycopg's executemany sends a statement per row, and adapting
+every value (or every column as an array) in Python cost more than encoding one document.
 """
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -36,56 +42,112 @@ def _json(value: Any) -> Any:
     return "{}" if value == {} else json.dumps(value)
 
 
-class BulkInsert:
-    """An INSERT of the given columns of ``table``, executed in bulk."""
+Style = Literal["positional", "named", "document"]
 
-    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+
+class BulkInsert:
+    """An INSERT of the given columns of ``table``, executed in bulk. ``returning``: columns
+    of the new rows that :meth:`execute` returns, where the database can (PostgreSQL)."""
+
+    def __init__(
+        self, table: Table, columns: Sequence[str], *, returning: Sequence[str] = ()
+    ) -> None:
         self.table = table
         self.columns = tuple(columns)
-        self._compiled: dict[str, tuple[str, list[tuple[str, Converter, Memo]], bool]] = {}
+        self.returning = tuple(returning)
+        self._compiled: dict[str, tuple[str, list[tuple[str, Converter, Memo]], Style]] = {}
 
-    def _prepare(self, dialect: Dialect) -> tuple[str, list[tuple[str, Converter, Memo]], bool]:
+    def _prepare(self, dialect: Dialect) -> tuple[str, list[tuple[str, Converter, Memo]], Style]:
         prepared = self._compiled.get(dialect.name)
-        if prepared is None:
+        if prepared is not None:
+            return prepared
+        sql: str
+        order: list[str]
+        style: Style
+        if dialect.name == "postgresql":
+            sql, order, style = self._recordset_sql(dialect), list(self.columns), "document"
+        else:
             compiled = insert(self.table).compile(
                 dialect=dialect, column_keys=list(self.columns), for_executemany=True
             )
+            sql = str(compiled)
             # A positional style (SQLite's qmark) takes tuples in the compiler's order.
-            order = list(compiled.positiontup or ()) if dialect.positional else list(self.columns)
-            converters = [(name, *self._converter(name, dialect)) for name in order]
-            prepared = (str(compiled), converters, dialect.positional)
-            self._compiled[dialect.name] = prepared
+            if dialect.positional:
+                order, style = list(compiled.positiontup or ()), "positional"
+            else:
+                order, style = list(self.columns), "named"
+        converters = [(name, *self._converter(name, dialect)) for name in order]
+        self._compiled[dialect.name] = prepared = (sql, converters, style)
         return prepared
+
+    def _recordset_sql(self, dialect: Dialect) -> str:
+        # JSON columns travel as text inside the document and are cast here: a nested value
+        # would be re-encoded by the server, which refuses some that a json column keeps.
+        quote = dialect.identifier_preparer.quote
+        definitions, selected = [], []
+        for name in self.columns:
+            sql_type = self.table.c[name].type.compile(dialect=dialect)
+            if _is_json(self.table.c[name].type):
+                definitions.append(f"{quote(name)} text")
+                selected.append(f"CAST(r.{quote(name)} AS {sql_type})")
+            else:
+                definitions.append(f"{quote(name)} {sql_type}")
+                selected.append(f"r.{quote(name)}")
+        sql = (
+            f"INSERT INTO {quote(self.table.name)} ({', '.join(map(quote, self.columns))}) "
+            f"SELECT {', '.join(selected)} "
+            f"FROM json_to_recordset(%(rows)s) AS r({', '.join(definitions)})"
+        )
+        if self.returning:
+            sql += f" RETURNING {', '.join(map(quote, self.returning))}"
+        return sql
 
     def _converter(self, name: str, dialect: Dialect) -> tuple[Converter, Memo]:
         """How a column's values are converted, and how a conversion is remembered: times by
         their value, JSON documents by the object (see :meth:`execute`)."""
         column_type = self.table.c[name].type
         if isinstance(column_type, UtcDateTime):
+            if dialect.name == "postgresql":  # in a JSON document: text
+                return _utc_text, "value"
             return (lambda value: column_type.process_bind_param(value, dialect)), "value"
-        if isinstance(column_type, JSON) or isinstance(getattr(column_type, "impl", None), JSON):
+        if _is_json(column_type):
             return _json, "object"
         if isinstance(column_type, String):
             return _text, None
         return _identity, None
 
-    def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert ``rows`` (dicts with every one of the columns)."""
+    def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Any] | None:
+        """Insert ``rows`` (dicts with every one of the columns). Returns the ``returning``
+        columns of the new rows (in no particular order) on PostgreSQL, None elsewhere."""
         if not rows:
-            return
-        sql, converters, positional = self._prepare(conn.dialect)
+            return [] if self.returning and conn.dialect.name == "postgresql" else None
+        sql, converters, style = self._prepare(conn.dialect)
         # Column by column: a loop per column with the conversion inlined, and the rows put
         # together by zip, cost a fraction of a function call per value.
         columns = [_column(rows, name, convert, memo) for name, convert, memo in converters]
-        params: list[Any]
-        if positional:
-            params = list(zip(*columns, strict=True))
-        else:
-            names = [name for name, _convert, _memo in converters]
-            params = [
-                dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)
-            ]
-        conn.exec_driver_sql(sql, params)
+        if style == "positional":
+            conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+            return None
+        names = [name for name, _convert, _memo in converters]
+        named = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+        if style == "document":
+            result = conn.exec_driver_sql(sql, {"rows": json.dumps(named)})
+            return list(result.all()) if self.returning else None
+        conn.exec_driver_sql(sql, named)
+        return None
+
+
+def _is_json(column_type: Any) -> bool:
+    return isinstance(column_type, JSON) or isinstance(getattr(column_type, "impl", None), JSON)
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    """A time as ISO 8601 text in UTC, without a zone (as ``UtcDateTime`` stores it)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat()
 
 
 def _column(rows: Sequence[dict[str, Any]], name: str, convert: Converter, memo: Memo) -> list[Any]:
