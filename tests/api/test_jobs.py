@@ -363,3 +363,20 @@ def test_concurrent_submissions_share_commits(alice: httpx.Client, count: int) -
         thread.join()
     assert results == [201] * 60
     assert alice.get("/stats").json()["phases"]["QUEUED"] == 60
+
+
+def test_a_value_the_database_refuses_is_invalid_input(alice: httpx.Client, db_url: str) -> None:
+    created = alice.post("/jobs", json={"name": "a\x00b", "json_parameters": {"k": "\x00"}})
+    looked_up = alice.get("/jobs/a%00b")
+    if db_url.startswith("sqlite"):  # SQLite keeps any text
+        assert created.status_code == 201 and created.json()["name"] == "a\x00b"
+        assert looked_up.status_code == 404
+        return
+    # PostgreSQL refuses a NUL character in text: the request's fault, never a 500.
+    assert created.status_code == 422, created.text
+    assert created.json()["code"] == "validation_failed"
+    assert "the database refused a value" in created.json()["message"]
+    assert looked_up.status_code == 422
+    # In an opaque JSON document (a json column, kept as sent) it is an escape, and stays.
+    kept = create(alice, json_parameters={"k": "\x00"})
+    assert alice.get(f"/jobs/{kept['id']}").json()["json_parameters"] == {"k": "\x00"}

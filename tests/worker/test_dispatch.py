@@ -42,6 +42,14 @@ TEST_TYPES = {
         kind="command",
         command=("sh", "-c", "echo one; echo two >&2; sleep 30"),
     ),
+    "nul": JobType(
+        name="nul", kind="command", command=("sh", "-c", "printf 'a\\000b\\n'; echo after")
+    ),
+    "nul_failure": JobType(
+        name="nul_failure",
+        kind="command",
+        command=("sh", "-c", "printf 'bad\\000input\\n' >&2; exit 2"),
+    ),
     "count": JobType(
         name="count",
         kind="python",
@@ -223,6 +231,16 @@ def test_logs_readable_while_running(engine: Engine, dispatcher: Dispatcher) -> 
     levels = {line.message: line.level for line in engine.logs(ALICE, job).logs}
     assert levels["one"] != levels["two"]  # stdout and stderr are told apart
     engine.abort(ALICE, job)
+
+
+def test_a_nul_byte_in_output_and_errors_is_kept_as_a_replacement_character(
+    engine: Engine, dispatcher: Dispatcher
+) -> None:
+    job = submit(engine, "nul")
+    wait_for(engine, job, lambda record: record.phase == "COMPLETED")
+    assert [line.message for line in engine.logs(ALICE, job).logs] == ["a\ufffdb", "after"]
+    failed = wait_for(engine, submit(engine, "nul_failure"), lambda r: r.phase == "ERROR")
+    assert "bad\ufffdinput" in (failed.errors[0].detail or "")
 
 
 def test_results_download_and_traversal(

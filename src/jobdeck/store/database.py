@@ -4,8 +4,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.pool import NullPool
+
+from jobdeck.domain.errors import ValidationFailed
 
 SqliteSync = Literal["NORMAL", "FULL"]
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -63,8 +66,24 @@ def open_database(url: str, *, sqlite_synchronous: SqliteSync = "NORMAL") -> Eng
             mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
             conn.exec_driver_sql(f"BEGIN {mode}")
 
+        _refused_values_are_invalid(engine)
         return engine
-    return create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+    _refused_values_are_invalid(engine)
+    return engine
+
+
+def _refused_values_are_invalid(engine: Engine) -> None:
+    """A value the database refuses (on PostgreSQL: a NUL character in text, a number out of
+    range) comes from the request: it fails as invalid input, not as a server error."""
+
+    @event.listens_for(engine, "handle_error")
+    def _refused(context: ExceptionContext) -> BaseException | None:
+        if isinstance(context.sqlalchemy_exception, DataError):
+            lines = str(context.original_exception).splitlines()
+            reason = " ".join(line.strip() for line in lines if line.strip())[:300]
+            return ValidationFailed(f"the database refused a value of this request: {reason}")
+        return None
 
 
 def is_sqlite(engine: Engine) -> bool:

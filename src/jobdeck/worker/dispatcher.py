@@ -40,6 +40,12 @@ def _log_failure(future: "Future[None]") -> None:
         log.error("recording finished tasks failed", exc_info=future.exception())
 
 
+def _storable(text: str) -> str:
+    """What a task said, as text every store keeps: PostgreSQL refuses a NUL character, and
+    one in a log line or an error would fail the whole batch it is written in."""
+    return text.replace("\x00", "\ufffd")
+
+
 def default_worker_id() -> str:
     """``host-pid``: unique among live workers, readable in a timeline."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -233,7 +239,7 @@ class Dispatcher:
                         task_index=task.task_index,
                         level=event.level,
                         timestamp=datetime.fromtimestamp(event.timestamp, UTC),
-                        message=event.message,
+                        message=_storable(event.message),
                     )
                 )
             elif isinstance(event, TaskProgress):
@@ -244,12 +250,13 @@ class Dispatcher:
     def _outcome(self, event: TaskFinished) -> TaskOutcome:
         error = None
         if not event.ok and event.error is not None:
+            detail = event.error.get("detail")
             error = JobError(
                 source=f"worker:{self.worker_id}",
-                message=str(event.error.get("message") or "failed"),
+                message=_storable(str(event.error.get("message") or "failed")),
                 error_code=event.error.get("error_code"),
                 type="transient" if event.error.get("type") == "transient" else "fatal",
-                detail=event.error.get("detail"),
+                detail=None if detail is None else _storable(str(detail)),
             )
         elif not event.ok:
             error = JobError(source=f"worker:{self.worker_id}", message="failed")
