@@ -257,27 +257,54 @@ class _Jobdeck(Peer):
 
     async def _load(self, paths: list[str], clients: int, limit: float) -> list[float]:
         """``clients`` concurrent loops over ``paths`` (each path once), bounded by ``limit``
-        seconds; the milliseconds of each request."""
+        seconds; the milliseconds of each request.
+
+        Each simulated client is one keep-alive HTTP/1.1 connection on asyncio streams (as a
+        load generator such as wrk does it): httpx's AsyncClient, in the one client process
+        that shares the cores with the server, added tails of its own (measured: GET job at
+        10 clients, p99 102 ms through one AsyncClient, 14.6 ms this way; at 50 clients, 838
+        against 40 ms)."""
         latencies: list[float] = []
         queue = list(reversed(paths))
         deadline = time.monotonic() + limit
-        headers = dict(self.client.headers)
-        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-        async with httpx.AsyncClient(
-            base_url=str(self.client.base_url), headers=headers, limits=limits, timeout=60
-        ) as client:
+        url = httpx.URL(str(self.client.base_url))
+        host, port = url.host, url.port or 80
+        prefix = url.raw_path.decode().rstrip("/")
+        authorization = self.client.headers["Authorization"]
 
-            async def loop() -> None:
+        async def loop() -> None:
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
                 while queue and time.monotonic() < deadline:
                     path = queue.pop()
                     start = time.perf_counter()
-                    response = await client.get(path)
-                    if response.status_code != 200:
-                        raise PeerFailed(f"GET {path}: HTTP {response.status_code}")
+                    request = (
+                        f"GET {prefix}{path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                        f"Authorization: {authorization}\r\n\r\n"
+                    )
+                    writer.write(request.encode())
+                    status, _body = await asyncio.wait_for(_read_response(reader), 60)
+                    if status != 200:
+                        raise PeerFailed(f"GET {path}: HTTP {status}")
                     latencies.append((time.perf_counter() - start) * 1000)
+            finally:
+                writer.close()
 
-            await asyncio.gather(*(loop() for _ in range(clients)))
+        await asyncio.gather(*(loop() for _ in range(clients)))
         return latencies
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length (what the API sends): status and body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
 
 
 class JobdeckSqlite(_Jobdeck):
