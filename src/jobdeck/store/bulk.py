@@ -6,14 +6,14 @@ than the database's own work for a batch of submissions (about 12k rows/s agains
 SQLite). Here values are converted by one small function per column: JSON is serialised,
 times take the column type's own conversion. On SQLite the driver's executemany runs the
 statement once per row (in C). On PostgreSQL the rows travel as one JSON document and a
-single ``INSERT … SELECT … FROM json_populate_recordset(…)`` inserts them all, and can return
+single ``INSERT … SELECT … FROM json_to_recordset(…)`` inserts them all, and can return
 the new keys (``returning``): psycopg's executemany sends a statement per row, and adapting
 every value (or every column as an array) in Python cost more than encoding one document.
 """
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -107,8 +107,8 @@ class BulkInsert:
         their value, JSON documents by the object (see :meth:`execute`)."""
         column_type = self.table.c[name].type
         if isinstance(column_type, UtcDateTime):
-            if dialect.name == "postgresql":  # in a JSON document: text
-                return _utc_text, "value"
+            if dialect.name == "postgresql":  # in a JSON document: ISO 8601 text
+                return (lambda value: _iso(column_type.process_bind_param(value, dialect))), "value"
             return (lambda value: column_type.process_bind_param(value, dialect)), "value"
         if _is_json(column_type):
             return _json, "object"
@@ -141,13 +141,8 @@ def _is_json(column_type: Any) -> bool:
     return isinstance(column_type, JSON) or isinstance(getattr(column_type, "impl", None), JSON)
 
 
-def _utc_text(value: datetime | None) -> str | None:
-    """A time as ISO 8601 text in UTC, without a zone (as ``UtcDateTime`` stores it)."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat()
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _column(rows: Sequence[dict[str, Any]], name: str, convert: Converter, memo: Memo) -> list[Any]:
