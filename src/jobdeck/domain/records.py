@@ -155,8 +155,8 @@ class JobRecord(BaseModel):
         int | None,
         Field(
             title="Queue position",
-            description="Jobs ahead of this one while QUEUED, counted up to 10,000 "
-            "(a deeper queue reads 10000).",
+            description="Jobs ahead of this one while QUEUED, counted up to 1,000 "
+            "(a deeper queue reads 1000).",
         ),
     ]
     quote: Annotated[

@@ -188,9 +188,10 @@ _DETAILS = union_all(
 ).order_by(literal_column("what"), literal_column("seq"))
 
 
-QUEUE_POSITION_CAP = 10_000
+QUEUE_POSITION_CAP = 1_000
 """Queue positions are counted up to this many jobs ahead: a count walks the queue index, and
-a GET of a job deep in a queue of a million would walk all of it (~50 ms here)."""
+a GET of a job deep in a queue of a million would walk all of it (~50 ms here). Counting up to
+10,000 still added 0.7 ms (SQLite) to 1.3 ms (PostgreSQL) to every GET of a deep-queued job."""
 
 
 def _count_queued(*conditions: Any) -> Any:
