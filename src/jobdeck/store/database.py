@@ -36,40 +36,44 @@ def open_database(url: str, *, sqlite_synchronous: SqliteSync = "NORMAL") -> Eng
     last transactions. ``FULL`` survives those too, at the cost of an fsync per commit.
     """
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=16,
-            max_overflow=32,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # pysqlite's own transaction handling would defer BEGIN; we issue BEGIN ourselves
-            # so a writer takes the lock up front (BEGIN IMMEDIATE) and never deadlocks.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            # Readers keep a small page cache each (there may be dozens, and the OS caches
-            # the file for all of them); the writer asks for a large one (Writer).
-            cursor.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Any) -> None:
-            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
-
-        _refused_values_are_invalid(engine)
-        return engine
-    engine = create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+        engine = _open_sqlite(url, sqlite_synchronous)
+    else:
+        engine = create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
     _refused_values_are_invalid(engine)
+    return engine
+
+
+def _open_sqlite(url: str, sqlite_synchronous: SqliteSync) -> Engine:
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=16,
+        max_overflow=32,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling would defer BEGIN; we issue BEGIN ourselves
+        # so a writer takes the lock up front (BEGIN IMMEDIATE) and never deadlocks.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        # Readers keep a small page cache each (there may be dozens, and the OS caches
+        # the file for all of them); the writer asks for a large one (Writer).
+        cursor.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
     return engine
 
 
