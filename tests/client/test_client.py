@@ -168,9 +168,15 @@ def _complete() -> CompleteRequest:
 
 def test_watch_yields_each_phase(alice_client: Client) -> None:
     job = alice_client.create(start=True)
-    later(0.3, lambda: alice_client.start(job.id))
-    later(0.6, lambda: alice_client.fail(job.id, ["it broke"]))
+    drivers = [
+        later(0.3, lambda: alice_client.start(job.id)),
+        later(0.6, lambda: alice_client.fail(job.id, ["it broke"])),
+    ]
     phases = [r.phase for r in alice_client.watch(job.id, timeout=20, poll=5)]
+    # The watch sees ERROR once it is committed, which can be before the fail call has read
+    # its response: the client must not be closed under that call.
+    for driver in drivers:
+        driver.join(10)
     assert phases == [Phase.QUEUED, Phase.EXECUTING, Phase.ERROR]
     assert alice_client.get(job.id).errors[0].message == "it broke"
 
