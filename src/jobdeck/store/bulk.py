@@ -119,9 +119,9 @@ class BulkInsert:
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Any] | None:
         """Insert ``rows`` (dicts with every one of the columns). Returns the ``returning``
         columns of the new rows (in no particular order) on PostgreSQL, None elsewhere."""
-        if not rows:
-            return [] if self.returning and conn.dialect.name == "postgresql" else None
         sql, converters, style = self._prepare(conn.dialect)
+        if not rows:
+            return [] if style == "document" and self.returning else None
         # Column by column: a loop per column with the conversion inlined, and the rows put
         # together by zip, cost a fraction of a function call per value.
         columns = [_column(rows, name, convert, memo) for name, convert, memo in converters]

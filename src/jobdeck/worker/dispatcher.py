@@ -78,7 +78,6 @@ class Dispatcher:
         self._claimed: dict[int, ClaimedTask] = {}
         self._maybe_more = True
         self._thread: threading.Thread | None = None
-        self._processes = pool.size
         self._mean_duration: float | None = None  # seconds, of recent tasks
         self._observed = 0
         self._heartbeat_every = max(0.5, engine.settings.lease_seconds / 3)
@@ -177,7 +176,7 @@ class Dispatcher:
         """
         mean = 1.0 if self._mean_duration is None else self._mean_duration
         backlog = int(BACKLOG_SECONDS / max(mean, 1e-4))
-        return self._processes * (1 + max(1, min(PREFETCH, backlog)))
+        return self._pool.size * (1 + max(1, min(PREFETCH, backlog)))
 
     def _start(self, claimed: list[ClaimedTask]) -> None:
         for task in claimed:
