@@ -323,6 +323,25 @@ def test_blocking_get_returns_on_change(alice: httpx.Client) -> None:
     assert 0.3 < elapsed < 5
 
 
+def test_blocking_get_waits_through_changes_that_keep_the_phase(alice: httpx.Client) -> None:
+    job = create(alice, start=True)
+
+    def note_then_abort() -> None:
+        alice.post(f"/jobs/{job['id']}/messages", json={"message": "still queued"})
+        time.sleep(0.5)
+        alice.post(f"/jobs/{job['id']}/abort")
+
+    driver = threading.Timer(0.3, note_then_abort)
+    driver.start()
+    started = time.monotonic()
+    record = alice.get(f"/jobs/{job['id']}", params={"wait": 8}).json()
+    elapsed = time.monotonic() - started
+    driver.join()
+    assert record["phase"] == "ABORTED"
+    assert record["messages"][0]["message"] == "still queued"
+    assert 0.7 < elapsed < 5
+
+
 def test_blocking_get_times_out_and_skips_final_jobs(alice: httpx.Client) -> None:
     job = create(alice, start=True)
     started = time.monotonic()

@@ -29,13 +29,13 @@ def test_change_in_another_engine_wakes_a_waiter(engine: Engine, db_url: str) ->
         job = engine.create_job(ALICE, JobCreate(start=True)).id
         threading.Timer(0.3, lambda: other.abort(ALICE, job)).start()
 
-        async def wait() -> float:
+        async def wait() -> tuple[Phase, float]:
             started = time.monotonic()
-            await engine.wait_for_change(ALICE, job, timeout=8, phase=Phase.QUEUED)
-            return time.monotonic() - started
+            record = await engine.get_job_waiting(ALICE, job, wait=8)
+            return record.phase, time.monotonic() - started
 
-        elapsed = asyncio.run(wait())
-        assert engine.job_phase(ALICE, job) == Phase.ABORTED
+        phase, elapsed = asyncio.run(wait())
+        assert phase == Phase.ABORTED
         assert elapsed < 3
     finally:
         other.close()

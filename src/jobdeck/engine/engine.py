@@ -80,6 +80,7 @@ from jobdeck.engine.settings import EngineSettings
 from jobdeck.engine.writer import Tx, Writer
 from jobdeck.store.bulk import BulkInsert
 from jobdeck.store.database import is_sqlite
+from jobdeck.store.driver import Prepared
 from jobdeck.store.schema import (
     fixed,
     job_logs,
@@ -136,8 +137,10 @@ _INSERT_LOGS = BulkInsert(job_logs, ["job_seq", "task_index", "level", "timestam
 
 # Statements of the read path, built once: building and keying a statement per call cost
 # more than running it.
-_JOB_BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
-_OWN_JOB_BY_ID = _JOB_BY_ID.where(jobs.c.owner == bindparam("owner"))
+_JOB_BY_ID = Prepared(select(jobs).where(jobs.c.id == bindparam("job_id")))
+_OWN_JOB_BY_ID = Prepared(_JOB_BY_ID.statement.where(jobs.c.owner == bindparam("owner")))
+_PHASE_BY_ID = Prepared(select(jobs.c.phase).where(jobs.c.id == bindparam("job_id")))
+_OWN_PHASE_BY_ID = Prepared(_PHASE_BY_ID.statement.where(jobs.c.owner == bindparam("owner")))
 
 
 # A job's notes, results and task counts in one statement (one round trip, not three): each
@@ -173,19 +176,21 @@ def _details_branch(what: str, **columns: Any) -> Any:
     )
 
 
-_DETAILS = union_all(
-    _details_branch(
-        "n", **{name: job_notes.c[name] for name in _DETAIL_COLUMNS if name in job_notes.c}
-    ).where(job_notes.c.job_seq == bindparam("seq")),
-    _details_branch(
-        "r",
-        seq=job_results.c.seq,
-        **{name: job_results.c[name] for name in ("result_id", "url", "size", "mime_type")},
-    ).where(job_results.c.job_seq == bindparam("seq")),
-    _details_branch("t", kind=tasks.c.state, size=cast(func.count(), job_results.c.size.type))
-    .where(tasks.c.job_seq == bindparam("seq"))
-    .group_by(tasks.c.state),
-).order_by(literal_column("what"), literal_column("seq"))
+_DETAILS = Prepared(
+    union_all(
+        _details_branch(
+            "n", **{name: job_notes.c[name] for name in _DETAIL_COLUMNS if name in job_notes.c}
+        ).where(job_notes.c.job_seq == bindparam("seq")),
+        _details_branch(
+            "r",
+            seq=job_results.c.seq,
+            **{name: job_results.c[name] for name in ("result_id", "url", "size", "mime_type")},
+        ).where(job_results.c.job_seq == bindparam("seq")),
+        _details_branch("t", kind=tasks.c.state, size=cast(func.count(), job_results.c.size.type))
+        .where(tasks.c.job_seq == bindparam("seq"))
+        .group_by(tasks.c.state),
+    ).order_by(literal_column("what"), literal_column("seq"))
+)
 
 
 QUEUE_POSITION_CAP = 1_000
@@ -207,10 +212,17 @@ def _count_queued(*conditions: Any) -> Any:
 # A queued job's place: the queued jobs of higher priority, those of equal priority submitted
 # earlier (two range counts over the partial queue index, each stopping at the cap), and the
 # tasks running now.
-_QUEUE_FIGURES = select(
-    _count_queued(jobs.c.priority > bindparam("priority")),
-    _count_queued(jobs.c.priority == bindparam("priority"), jobs.c.seq < bindparam("seq")),
-    select(func.count()).where(tasks.c.state == fixed(TaskState.RUNNING)).scalar_subquery(),
+_QUEUE_FIGURES = Prepared(
+    select(
+        _count_queued(jobs.c.priority > bindparam("priority")).label("higher"),
+        _count_queued(
+            jobs.c.priority == bindparam("priority"), jobs.c.seq < bindparam("seq")
+        ).label("earlier"),
+        select(func.count())
+        .where(tasks.c.state == fixed(TaskState.RUNNING))
+        .scalar_subquery()
+        .label("running"),
+    )
 )
 
 
@@ -1389,13 +1401,12 @@ class Engine:
 
     def get_job(self, principal: Principal, job_id: str) -> JobRecord:
         """The full record of a job the principal may see."""
-        with self._reads.connect() as conn:
+        # One transaction: the row and its details from one snapshot.
+        with self._reads.begin() as conn:
             if principal.admin:
-                row = conn.execute(_JOB_BY_ID, {"job_id": job_id}).first()
+                row = _JOB_BY_ID.first(conn, {"job_id": job_id})
             else:
-                row = conn.execute(
-                    _OWN_JOB_BY_ID, {"job_id": job_id, "owner": principal.user}
-                ).first()
+                row = _OWN_JOB_BY_ID.first(conn, {"job_id": job_id, "owner": principal.user})
             if row is None:
                 raise NotFound(f"no job {job_id}", job_id=job_id)
             return self._record(conn, row)
@@ -1403,14 +1414,16 @@ class Engine:
     def job_phase(self, principal: Principal, job_id: str) -> Phase:
         """Just the phase of a job (cheap: for waiting)."""
         with self._reads.connect() as conn:
-            phase = conn.execute(
-                self._visible(principal, select(jobs.c.phase).where(jobs.c.id == job_id))
-            ).scalar()
+            if principal.admin:
+                row = _PHASE_BY_ID.first(conn, {"job_id": job_id})
+            else:
+                row = _OWN_PHASE_BY_ID.first(conn, {"job_id": job_id, "owner": principal.user})
+        phase = None if row is None else row.phase
         if phase is None:
             raise NotFound(f"no job {job_id}", job_id=job_id)
         return Phase(phase)
 
-    def _record(self, conn: Connection, row: Row[Any]) -> JobRecord:
+    def _record(self, conn: Connection, row: Any) -> JobRecord:
         seq = row.seq
         timeline = [
             TimelineEntry(status=status, source=source, timestamp=stamp)
@@ -1420,7 +1433,7 @@ class Engine:
         errors: list[JobError] = []
         results: list[ResultRef] = []
         counts: dict[str, int] = {}
-        for detail in conn.execute(_DETAILS, {"seq": seq}):
+        for detail in _DETAILS.rows(conn, {"seq": seq}):
             if detail.what == "t":
                 counts[detail.kind] = detail.size
             elif detail.what == "r":
@@ -1457,10 +1470,9 @@ class Engine:
         )
         position = running = None
         if row.phase == Phase.QUEUED:
-            higher, earlier, running = conn.execute(
-                _QUEUE_FIGURES,
-                {"priority": row.priority, "seq": row.seq, "cap": QUEUE_POSITION_CAP},
-            ).one()
+            higher, earlier, running = _QUEUE_FIGURES.first(
+                conn, {"priority": row.priority, "seq": row.seq, "cap": QUEUE_POSITION_CAP}
+            )
             position = min(higher + earlier, QUEUE_POSITION_CAP)
         return JobRecord(
             id=row.id,
@@ -1649,17 +1661,29 @@ class Engine:
             next_offset=rows[-1].seq if rows else offset,
         )
 
-    async def wait_for_change(
-        self, principal: Principal, job_id: str, *, timeout: float, phase: Phase
-    ) -> None:
-        """Return when the job leaves ``phase`` or ``timeout`` seconds pass."""
-        deadline = time.monotonic() + min(timeout, self.settings.wait_cap)
-        while (remaining := deadline - time.monotonic()) > 0:
-            # Watch before looking, so that a change between the two is not missed.
-            with self.notifier.watch_job(job_id) as changed:
-                if await self.read(self.job_phase, principal, job_id) != phase:
-                    return
+    async def get_job_waiting(self, principal: Principal, job_id: str, *, wait: float) -> JobRecord:
+        """The record of a job; while it is active, first wait up to ``wait`` seconds (capped)
+        for its phase to change.
+
+        The watch is set before the first read, so that a change between the two is not
+        missed. Each wake-up reads the record again (other changes to the job wake it too),
+        and so does the end of the wait: not every change wakes (a task's progress does not).
+        """
+        deadline = time.monotonic() + min(wait, self.settings.wait_cap)
+        with self.notifier.watch_job(job_id) as changed:
+            record = await self.read(self.get_job, principal, job_id)
+            phase = record.phase
+            while record.phase == phase and phase in ACTIVE_PHASES:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                timed_out = False
                 try:
                     await asyncio.wait_for(changed.wait(), remaining)
                 except TimeoutError:
-                    return
+                    timed_out = True
+                changed.clear()
+                record = await self.read(self.get_job, principal, job_id)
+                if timed_out:
+                    break
+        return record

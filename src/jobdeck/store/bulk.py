@@ -20,6 +20,7 @@ from typing import Any, Literal
 from sqlalchemy import JSON, Connection, String, Table, insert
 from sqlalchemy.engine import Dialect
 
+from jobdeck.store.driver import run, run_many
 from jobdeck.store.schema import UtcDateTime
 
 Converter = Callable[[Any], Any]
@@ -126,14 +127,14 @@ class BulkInsert:
         # together by zip, cost a fraction of a function call per value.
         columns = [_column(rows, name, convert, memo) for name, convert, memo in converters]
         if style == "positional":
-            conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+            run_many(conn, sql, list(zip(*columns, strict=True)))
             return None
         names = [name for name, _convert, _memo in converters]
         named = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
         if style == "document":
-            result = conn.exec_driver_sql(sql, {"rows": json.dumps(named)})
-            return list(result.all()) if self.returning else None
-        conn.exec_driver_sql(sql, named)
+            result = run(conn, sql, {"rows": json.dumps(named)})
+            return result if self.returning else None
+        run_many(conn, sql, named)
         return None
 
 

@@ -72,7 +72,8 @@ def _open_sqlite(url: str, sqlite_synchronous: SqliteSync) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # On the driver's connection: through SQLAlchemy, BEGIN cost as much as a query.
+        conn.connection.driver_connection.execute(f"BEGIN {mode}")
 
     return engine
 
@@ -84,10 +85,15 @@ def _refused_values_are_invalid(engine: Engine) -> None:
     @event.listens_for(engine, "handle_error")
     def _refused(context: ExceptionContext) -> BaseException | None:
         if isinstance(context.sqlalchemy_exception, DataError):
-            lines = str(context.original_exception).splitlines()
-            reason = " ".join(line.strip() for line in lines if line.strip())[:300]
-            return ValidationFailed(f"the database refused a value of this request: {reason}")
+            return refused_value(context.sqlalchemy_exception)
         return None
+
+
+def refused_value(error: DBAPIError) -> ValidationFailed:
+    """The invalid-input error for a value the database refused (``error``, a DataError)."""
+    lines = str(error.orig).splitlines()
+    reason = " ".join(line.strip() for line in lines if line.strip())[:300]
+    return ValidationFailed(f"the database refused a value of this request: {reason}")
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 
 from jobdeck.domain.phases import Phase, Status, TaskState, status_of
+from jobdeck.store.driver import run
 from jobdeck.store.schema import UtcDateTime, timeline_entry
 
 _CLAIM = """
@@ -163,7 +164,7 @@ class HotStatements:
 
     def job_seqs(self, conn: Connection, ids: Sequence[str]) -> list[tuple[str, int]]:
         """``(id, seq)`` of the jobs with these ids."""
-        rows = conn.exec_driver_sql(self._seqs_by_id, {"ids": self._keys(ids)})
+        rows = run(conn, self._seqs_by_id, {"ids": self._keys(ids)})
         return [(job_id, seq) for job_id, seq in rows]
 
     def claim(
@@ -183,7 +184,7 @@ class HotStatements:
             "now": self._time(now),
             "limit": limit,
         }
-        return list(conn.exec_driver_sql(self._claim, params).all())
+        return run(conn, self._claim, params)
 
     def start_jobs(
         self, conn: Connection, seqs: Sequence[int], *, source: str, now: datetime
@@ -196,11 +197,11 @@ class HotStatements:
             "now": self._time(now),
             **self._entry(Phase.EXECUTING.value, source, now),
         }
-        return list(conn.exec_driver_sql(self._start_jobs, params).all())
+        return run(conn, self._start_jobs, params)
 
     def jobs_by_seq(self, conn: Connection, seqs: Sequence[int]) -> list[Any]:
         """The same columns as :meth:`start_jobs`, read without a change."""
-        return list(conn.exec_driver_sql(self._jobs_by_seq, {"seqs": self._keys(seqs)}).all())
+        return run(conn, self._jobs_by_seq, {"seqs": self._keys(seqs)})
 
     def succeed_tasks(
         self, conn: Connection, seqs: Sequence[int], *, worker_id: str, now: datetime
@@ -208,7 +209,7 @@ class HotStatements:
         """Mark these tasks succeeded where they still run for ``worker_id``; their job seqs
         (one per task marked)."""
         params = {"seqs": self._keys(seqs), "worker_id": worker_id, "now": self._time(now)}
-        return [row[0] for row in conn.exec_driver_sql(self._succeed_tasks, params)]
+        return [row[0] for row in run(conn, self._succeed_tasks, params)]
 
     def count_finished(
         self,
@@ -234,4 +235,4 @@ class HotStatements:
             "x_source": started_by,
             **self._entry(Phase.COMPLETED.value, source, now),
         }
-        return list(conn.exec_driver_sql(self._count_finished, params).all())
+        return run(conn, self._count_finished, params)

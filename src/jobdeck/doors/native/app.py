@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobdeck import __version__
 from jobdeck.domain.errors import Forbidden, JobdeckError, Unauthorized
-from jobdeck.domain.phases import ACTIVE_PHASES, Phase, Status
+from jobdeck.domain.phases import Phase, Status
 from jobdeck.domain.records import (
     CompleteRequest,
     ErrorBody,
@@ -254,11 +254,9 @@ async def get_job(
     ] = None,
 ) -> JobRecord:
     """The full record of a job."""
-    record = await engine.read(engine.get_job, principal, job_id)
-    if wait and record.phase in ACTIVE_PHASES:
-        await engine.wait_for_change(principal, job_id, timeout=wait, phase=record.phase)
-        record = await engine.read(engine.get_job, principal, job_id)
-    return record
+    if wait:
+        return await engine.get_job_waiting(principal, job_id, wait=wait)
+    return await engine.read(engine.get_job, principal, job_id)
 
 
 @router.patch("/jobs/{job_id}", response_model=JobRecord, summary="Change a job")
