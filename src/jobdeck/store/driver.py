@@ -25,6 +25,7 @@ Params = Mapping[str, Any] | Sequence[Any]
 def run(conn: Connection, sql: str, params: Params) -> list[Any]:
     """Execute ``sql`` (in the driver's parameter style) on ``conn``'s connection; the rows
     it returns, as the driver returns them (none for a statement without rows)."""
+    _autobegin(conn)
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, params)
@@ -37,6 +38,7 @@ def run(conn: Connection, sql: str, params: Params) -> list[Any]:
 
 def run_many(conn: Connection, sql: str, rows: Sequence[Any]) -> None:
     """Execute ``sql`` once per row of parameters (the driver's ``executemany``)."""
+    _autobegin(conn)
     cursor = conn.connection.cursor()
     try:
         cursor.executemany(sql, rows)
@@ -44,6 +46,13 @@ def run_many(conn: Connection, sql: str, rows: Sequence[Any]) -> None:
         raise _translated(conn, sql, rows, error, cursor) from error
     finally:
         cursor.close()
+
+
+def _autobegin(conn: Connection) -> None:
+    """Begin a transaction where Core would (its autobegin): so that SQLAlchemy knows of
+    it, and its rollback or commit ends it."""
+    if not conn.in_transaction():
+        conn.begin()
 
 
 def _translated(conn: Connection, sql: str, params: Any, error: Any, cursor: Any) -> Exception:
