@@ -135,12 +135,18 @@ _INSERT_TASKS = BulkInsert(
 )
 _INSERT_LOGS = BulkInsert(job_logs, ["job_seq", "task_index", "level", "timestamp", "message"])
 
+
 # Statements of the read path, built once: building and keying a statement per call cost
 # more than running it.
-_JOB_BY_ID = Prepared(select(jobs).where(jobs.c.id == bindparam("job_id")))
-_OWN_JOB_BY_ID = Prepared(_JOB_BY_ID.statement.where(jobs.c.owner == bindparam("owner")))
-_PHASE_BY_ID = Prepared(select(jobs.c.phase).where(jobs.c.id == bindparam("job_id")))
-_OWN_PHASE_BY_ID = Prepared(_PHASE_BY_ID.statement.where(jobs.c.owner == bindparam("owner")))
+def _by_id(query: Select[Any]) -> tuple[Prepared, Prepared]:
+    """``query`` for one job by ``:job_id``: as an admin's look-up, and as an owner's (also
+    by ``:owner``)."""
+    by_id = query.where(jobs.c.id == bindparam("job_id"))
+    return Prepared(by_id), Prepared(by_id.where(jobs.c.owner == bindparam("owner")))
+
+
+_JOB_BY_ID = _by_id(select(jobs))
+_PHASE_BY_ID = _by_id(select(jobs.c.phase))
 
 
 # A job's notes, results and task counts in one statement (one round trip, not three): each
@@ -1399,14 +1405,22 @@ class Engine:
     def _visible(self, principal: Principal, query: Any) -> Any:
         return query if principal.admin else query.where(jobs.c.owner == principal.user)
 
+    @staticmethod
+    def _look_up(
+        conn: Connection, principal: Principal, job_id: str, lookups: tuple[Prepared, Prepared]
+    ) -> Any:
+        """The row of a job the principal may see (None: no such job, or not theirs), by one
+        of the look-ups :func:`_by_id` made."""
+        every, own = lookups
+        if principal.admin:
+            return every.first(conn, {"job_id": job_id})
+        return own.first(conn, {"job_id": job_id, "owner": principal.user})
+
     def get_job(self, principal: Principal, job_id: str) -> JobRecord:
         """The full record of a job the principal may see."""
         # One transaction: the row and its details from one snapshot.
         with self._reads.begin() as conn:
-            if principal.admin:
-                row = _JOB_BY_ID.first(conn, {"job_id": job_id})
-            else:
-                row = _OWN_JOB_BY_ID.first(conn, {"job_id": job_id, "owner": principal.user})
+            row = self._look_up(conn, principal, job_id, _JOB_BY_ID)
             if row is None:
                 raise NotFound(f"no job {job_id}", job_id=job_id)
             return self._record(conn, row)
@@ -1414,14 +1428,10 @@ class Engine:
     def job_phase(self, principal: Principal, job_id: str) -> Phase:
         """Just the phase of a job (cheap: for waiting)."""
         with self._reads.connect() as conn:
-            if principal.admin:
-                row = _PHASE_BY_ID.first(conn, {"job_id": job_id})
-            else:
-                row = _OWN_PHASE_BY_ID.first(conn, {"job_id": job_id, "owner": principal.user})
-        phase = None if row is None else row.phase
-        if phase is None:
+            row = self._look_up(conn, principal, job_id, _PHASE_BY_ID)
+        if row is None:
             raise NotFound(f"no job {job_id}", job_id=job_id)
-        return Phase(phase)
+        return Phase(row.phase)
 
     def _record(self, conn: Connection, row: Any) -> JobRecord:
         seq = row.seq
