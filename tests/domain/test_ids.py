@@ -16,6 +16,14 @@ def test_ids_are_uuid7_and_unique() -> None:
         assert str(parsed) == text
 
 
+def test_ids_begin_with_the_time_in_milliseconds() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = new_job_ids(3)
+    after = time.time_ns() // 1_000_000
+    for text in ids:
+        assert before <= uuid.UUID(text).int >> 80 <= after
+
+
 def test_ids_sort_by_creation_time() -> None:
     first = new_job_id()
     time.sleep(0.002)

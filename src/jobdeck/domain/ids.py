@@ -3,23 +3,25 @@
 import os
 import time
 
-_VERSION_AND_VARIANT = (0x7 << 76) | (0x2 << 62)
-_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_VARIANT = "89ab"  # the variant's two bits (10) and one random bit, as a hex digit
 
 
 def new_job_ids(count: int) -> list[str]:
-    """``count`` new UUIDv7 strings (RFC 9562): 48 bits of milliseconds, then random bits.
+    """``count`` new UUIDv7 strings (RFC 9562): 48 bits of milliseconds, the version, then
+    random bits (with the variant's two).
 
-    One call to the system's random source for all of them: for a batch of submissions, a
-    call per id was a fifth of the work.
+    Text sliced from one block of random hex: the ids of one call share their time, and a
+    call to the system's random source or an integer formatted per id was a fifth of the
+    work of a batch of submissions.
     """
-    millis = time.time_ns() // 1_000_000
-    random = os.urandom(10 * count)
+    millis = f"{time.time_ns() // 1_000_000 % (1 << 48):012x}"
+    prefix = f"{millis[:8]}-{millis[8:]}-7"
+    random = os.urandom(10 * count).hex()  # per id 20 digits: 18 used whole, one for the variant
     ids = []
-    for start in range(0, 10 * count, 10):
-        value = (millis << 80) | int.from_bytes(random[start : start + 10], "big")
-        text = f"{(value & _CLEAR) | _VERSION_AND_VARIANT:032x}"
-        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
+    for start in range(0, 20 * count, 20):
+        block = random[start : start + 20]
+        variant = _VARIANT[int(block[3], 16) & 3]
+        ids.append(f"{prefix}{block[:3]}-{variant}{block[4:7]}-{block[7:19]}")
     return ids
 
 

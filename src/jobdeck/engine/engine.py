@@ -410,7 +410,7 @@ class Engine:
         """Create jobs in one transaction; with ``idempotency_key``, a retry returns the same."""
         now = datetime.now().astimezone()
         prepared = [
-            self._prepare(principal, request, now, job_id)
+            self._prepare(request, now, job_id)
             for request, job_id in zip(requests, new_job_ids(len(requests)), strict=True)
         ]
 
@@ -430,7 +430,7 @@ class Engine:
                     row["idempotency_key"] = (
                         idempotency_key if len(prepared) == 1 else f"{idempotency_key}#{index}"
                     )
-            return self._insert_jobs(tx, prepared)
+            return self._insert_jobs(tx, principal.user, prepared)
 
         try:
             return self.writer.run(op)
@@ -448,44 +448,35 @@ class Engine:
         return self.get_job(principal, created.jobs[0].id)
 
     def _prepare(
-        self, principal: Principal, request: JobCreate, now: datetime, job_id: str
+        self, request: JobCreate, now: datetime, job_id: str
     ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        """A new job's row (without what every job of its batch shares: see
+        :meth:`_insert_jobs`) and its tasks' parameters (None until it is queued)."""
         job_type = self._job_type(request.job_type)
         parameters = self._parameters(job_type, request.parameters)
         tasks_ = job_type.expand_tasks(parameters) if job_type and request.start else None
-        default_duration = job_type.execution_duration if job_type else 0
+        duration = request.execution_duration
+        if duration is None:
+            duration = job_type.execution_duration if job_type else 0
         row = {
             "id": job_id,
             "name": request.name or (request.job_type or "job"),
             "description": request.description,
             "job_type": request.job_type,
-            "owner": principal.user,
-            "created_by": principal.user,
-            "updated_by": principal.user,
             "run_id": request.run_id,
             "priority": request.priority,
             "destruction_time": self._destruction(request.destruction_time, now),
-            "execution_duration": self._duration(
-                request.execution_duration
-                if request.execution_duration is not None
-                else default_duration
-            ),
+            "execution_duration": self._duration(duration),
             "parameters": parameters,
             "json_parameters": request.json_parameters,
             "max_retries_per_task": request.max_retries_per_task,
             "max_failed_tasks": request.max_failed_tasks,
             "task_count": len(tasks_) if tasks_ is not None else 0,
             "phase": Phase.QUEUED if request.start else Phase.PENDING,
-            "status": Status.WAITING,
             "idempotency_key": None,
             "source_job_id": None,
         }
-        task_rows = (
-            [{"task_index": i, "parameters": p} for i, p in enumerate(tasks_)]
-            if tasks_ is not None
-            else None
-        )
-        return row, task_rows
+        return row, tasks_
 
     def _job_type(self, name: str | None) -> JobType | None:
         if name is None:
@@ -523,7 +514,7 @@ class Engine:
         return seconds
 
     def _insert_jobs(
-        self, tx: Tx, prepared: list[tuple[dict[str, Any], list[dict[str, Any]] | None]]
+        self, tx: Tx, owner: str, prepared: list[tuple[dict[str, Any], list[dict[str, Any]] | None]]
     ) -> JobBatchCreated:
         pending = timeline_entry(Phase.PENDING, "api", tx.now)
         # One list object for every row of a phase: the bulk insert serialises it once.
@@ -531,52 +522,51 @@ class Engine:
             Phase.PENDING: [pending],
             Phase.QUEUED: [pending, timeline_entry(Phase.QUEUED, "api", tx.now)],
         }
-        rows = [
-            {
-                **row,
-                "creation_time": tx.now,
-                "updated_time": tx.now,
-                "timeline": timelines[row["phase"]],
-            }
-            for row, _tasks in prepared
-        ]
-        # PostgreSQL returns the new keys; on SQLite, an executemany returns none, and one
-        # look-up of them costs less than a statement per row.
-        returned = _INSERT_JOBS.execute(tx.conn, rows)
-        if returned is None:
-            returned = self._statements.job_seqs(tx.conn, [row["id"] for row in rows])
-        seqs = dict(returned)
-        task_rows = [
-            self._task_row(seqs[row["id"]], task, row["priority"], tx.now)
-            for row, job_tasks in prepared
-            if row["phase"] is Phase.QUEUED
-            for task in job_tasks or ()
-        ]
-        if task_rows:
-            _INSERT_TASKS.execute(tx.conn, task_rows)
-            tx.changes.tasks_ready = True
+        rows = [row for row, _tasks in prepared]
+        for row in rows:
+            row["timeline"] = timelines[row["phase"]]
+        shared = {
+            "owner": owner,
+            "created_by": owner,
+            "updated_by": owner,
+            "status": Status.WAITING,
+            "creation_time": tx.now,
+            "updated_time": tx.now,
+        }
+        # PostgreSQL returns the new keys; on SQLite, an executemany returns none.
+        returned = _INSERT_JOBS.execute(tx.conn, rows, shared)
+        ids = [row["id"] for row in rows]
+        seqs = dict(returned if returned is not None else self._statements.new_seqs(tx.conn, ids))
+        self._insert_tasks(
+            tx,
+            [
+                (seqs[row["id"]], row["priority"], job_tasks)
+                for row, job_tasks in prepared
+                if row["phase"] is Phase.QUEUED and job_tasks
+            ],
+        )
         # One validation of plain data (in pydantic's core), not a model built per job.
         return JobBatchCreated.model_validate(
-            {"jobs": [{"id": row["id"], "phase": row["phase"]} for row, _tasks in prepared]}
+            {"jobs": [{"id": row["id"], "phase": row["phase"]} for row in rows]}
         )
+
+    @staticmethod
+    def _insert_tasks(tx: Tx, queued: list[tuple[int, int, list[dict[str, Any]]]]) -> None:
+        """Make the tasks of queued jobs ready: for each job its seq, its priority and its
+        tasks' parameters."""
+        rows = [
+            {"job_seq": seq, "task_index": index, "parameters": parameters, "priority": priority}
+            for seq, priority, job_tasks in queued
+            for index, parameters in enumerate(job_tasks)
+        ]
+        if rows:
+            ready = {"state": TaskState.READY, "attempts": 0, "run_after": tx.now}
+            _INSERT_TASKS.execute(tx.conn, rows, ready)
+            tx.changes.tasks_ready = True
 
     def _append(self, status: str, source: str, now: datetime) -> Any:
         """The new value of a job's timeline with one entry appended."""
         return timeline_append(self.db.dialect.name, status, source, now)
-
-    @staticmethod
-    def _task_row(
-        job_seq: int, task: dict[str, Any], priority: int, now: datetime
-    ) -> dict[str, Any]:
-        return {
-            "job_seq": job_seq,
-            "task_index": task["task_index"],
-            "parameters": task["parameters"],
-            "state": TaskState.READY,
-            "priority": priority,
-            "attempts": 0,
-            "run_after": now,
-        }
 
     # ------------------------------------------------------------------ changing jobs
 
@@ -674,16 +664,7 @@ class Engine:
             values=values,
         )
         if moved and job_tasks:
-            tx.conn.execute(
-                insert(tasks),
-                [
-                    self._task_row(
-                        row.seq, {"task_index": i, "parameters": p}, row.priority, tx.now
-                    )
-                    for i, p in enumerate(job_tasks)
-                ],
-            )
-            tx.changes.tasks_ready = True
+            self._insert_tasks(tx, [(row.seq, row.priority, job_tasks)])
 
     def _change(self, principal: Principal, job_id: str, change: Any) -> JobRecord:
         """Run ``change(tx, row)`` on the writer, then return the job's record."""
@@ -819,9 +800,11 @@ class Engine:
             max_failed_tasks=source.max_failed_tasks,
         )
         now = datetime.now().astimezone()
-        row, job_tasks = self._prepare(principal, request, now, new_job_id())
+        row, job_tasks = self._prepare(request, now, new_job_id())
         row["source_job_id"] = source.id
-        created = self.writer.run(lambda tx: self._insert_jobs(tx, [(row, job_tasks)]))
+        created = self.writer.run(
+            lambda tx: self._insert_jobs(tx, principal.user, [(row, job_tasks)])
+        )
         return self.get_job(principal, created.jobs[0].id)
 
     def add_message(self, principal: Principal, job_id: str, request: MessageCreate) -> JobRecord:

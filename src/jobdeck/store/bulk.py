@@ -9,6 +9,9 @@ statement once per row (in C). On PostgreSQL the rows travel as one JSON documen
 single ``INSERT … SELECT … FROM json_to_recordset(…)`` inserts them all, and can return
 the new keys (``returning``): psycopg's executemany sends a statement per row, and adapting
 every value (or every column as an array) in Python cost more than encoding one document.
+
+Values every row of a batch shares (its owner, its time) are given once, as ``constants``:
+converted once, and on PostgreSQL bound once beside the document instead of in every row.
 """
 
 import json
@@ -43,7 +46,7 @@ def _json(value: Any) -> Any:
     return "{}" if value == {} else json.dumps(value)
 
 
-Style = Literal["positional", "named", "document"]
+Style = Literal["positional", "document"]
 
 
 class BulkInsert:
@@ -56,39 +59,47 @@ class BulkInsert:
         self.table = table
         self.columns = tuple(columns)
         self.returning = tuple(returning)
-        self._compiled: dict[str, tuple[str, list[tuple[str, Converter, Memo]], Style]] = {}
+        self._compiled: dict[
+            tuple[str, frozenset[str]], tuple[str, list[tuple[str, Converter, Memo]], Style]
+        ] = {}
 
-    def _prepare(self, dialect: Dialect) -> tuple[str, list[tuple[str, Converter, Memo]], Style]:
-        prepared = self._compiled.get(dialect.name)
+    def _prepare(
+        self, dialect: Dialect, constants: frozenset[str]
+    ) -> tuple[str, list[tuple[str, Converter, Memo]], Style]:
+        """The statement, a converter per column in the statement's order, and its style. On
+        PostgreSQL the ``constants`` are parameters of their own (``c_`` and the name)."""
+        prepared = self._compiled.get((dialect.name, constants))
         if prepared is not None:
             return prepared
         sql: str
         order: list[str]
         style: Style
         if dialect.name == "postgresql":
-            sql, order, style = self._recordset_sql(dialect), list(self.columns), "document"
+            sql = self._recordset_sql(dialect, constants)
+            order, style = list(self.columns), "document"
         else:
             compiled = insert(self.table).compile(
                 dialect=dialect, column_keys=list(self.columns), for_executemany=True
             )
-            sql = str(compiled)
-            # A positional style (SQLite's qmark) takes tuples in the compiler's order.
-            if dialect.positional:
-                order, style = list(compiled.positiontup or ()), "positional"
-            else:
-                order, style = list(self.columns), "named"
+            if not dialect.positional:  # jobdeck's stores are SQLite (qmark) and PostgreSQL
+                raise NotImplementedError(f"bulk inserts on {dialect.name}")
+            # Tuples in the compiler's order.
+            sql, order, style = str(compiled), list(compiled.positiontup or ()), "positional"
         converters = [(name, *self._converter(name, dialect)) for name in order]
-        self._compiled[dialect.name] = prepared = (sql, converters, style)
+        self._compiled[(dialect.name, constants)] = prepared = (sql, converters, style)
         return prepared
 
-    def _recordset_sql(self, dialect: Dialect) -> str:
-        # JSON columns travel as text inside the document and are cast here: a nested value
-        # would be re-encoded by the server, which refuses some that a json column keeps.
+    def _recordset_sql(self, dialect: Dialect, constants: frozenset[str]) -> str:
+        # JSON columns travel as text (inside the document, or as a constant's parameter) and
+        # are cast here: a nested value would be re-encoded by the server, which refuses some
+        # that a json column keeps.
         quote = dialect.identifier_preparer.quote
         definitions, selected = [], []
         for name in self.columns:
             sql_type = self.table.c[name].type.compile(dialect=dialect)
-            if _is_json(self.table.c[name].type):
+            if name in constants:
+                selected.append(f"CAST(%(c_{name})s AS {sql_type})")
+            elif _is_json(self.table.c[name].type):
                 definitions.append(f"{quote(name)} text")
                 selected.append(f"CAST(r.{quote(name)} AS {sql_type})")
             else:
@@ -117,24 +128,43 @@ class BulkInsert:
             return _text, None
         return _identity, None
 
-    def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Any] | None:
-        """Insert ``rows`` (dicts with every one of the columns). Returns the ``returning``
-        columns of the new rows (in no particular order) on PostgreSQL, None elsewhere."""
-        sql, converters, style = self._prepare(conn.dialect)
+    def execute(
+        self,
+        conn: Connection,
+        rows: Sequence[dict[str, Any]],
+        constants: dict[str, Any] | None = None,
+    ) -> list[Any] | None:
+        """Insert ``rows``: dicts with every one of the columns but those in ``constants``,
+        the values all rows share. Returns the ``returning`` columns of the new rows (in no
+        particular order) on PostgreSQL, None elsewhere."""
+        constants = constants or {}
+        sql, converters, style = self._prepare(conn.dialect, frozenset(constants))
         if not rows:
             return [] if style == "document" and self.returning else None
+        if style == "document":
+            varying = [c for c in converters if c[0] not in constants]
+            names = [name for name, _convert, _memo in varying]
+            columns = [_column(rows, name, convert, memo) for name, convert, memo in varying]
+            document = [
+                dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)
+            ]
+            params = {
+                f"c_{name}": convert(constants[name])
+                for name, convert, _memo in converters
+                if name in constants
+            }
+            result = run(conn, sql, {"rows": json.dumps(document), **params})
+            return result if self.returning else None
         # Column by column: a loop per column with the conversion inlined, and the rows put
         # together by zip, cost a fraction of a function call per value.
-        columns = [_column(rows, name, convert, memo) for name, convert, memo in converters]
-        if style == "positional":
-            run_many(conn, sql, list(zip(*columns, strict=True)))
-            return None
-        names = [name for name, _convert, _memo in converters]
-        named = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-        if style == "document":
-            result = run(conn, sql, {"rows": json.dumps(named)})
-            return result if self.returning else None
-        run_many(conn, sql, named)
+        count = len(rows)
+        columns = [
+            [convert(constants[name])] * count
+            if name in constants
+            else _column(rows, name, convert, memo)
+            for name, convert, memo in converters
+        ]
+        run_many(conn, sql, list(zip(*columns, strict=True)))
         return None
 
 

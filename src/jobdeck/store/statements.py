@@ -45,6 +45,8 @@ _JOBS_BY_SEQ = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE seq {{in_seqs}}"
 
 _SEQS_BY_ID = "SELECT id, seq FROM jobs WHERE id {in_ids}"
 
+_SEQ_BY_ID = "SELECT seq FROM jobs WHERE id = :id"
+
 _SUCCEED_TASKS = """
 UPDATE tasks SET state = '{succeeded}', ended_at = :now, lease_expires = NULL
 WHERE seq {in_seqs} AND {state} = '{running}' AND worker_id = :worker_id
@@ -139,6 +141,7 @@ class HotStatements:
         self._start_jobs = sql(_START_JOBS)
         self._jobs_by_seq = sql(_JOBS_BY_SEQ)
         self._seqs_by_id = sql(_SEQS_BY_ID)
+        self._seq_by_id = sql(_SEQ_BY_ID)
         self._succeed_tasks = sql(_SUCCEED_TASKS)
         self._count_finished = sql(_COUNT_FINISHED)
 
@@ -162,8 +165,23 @@ class HotStatements:
 
     # -- the statements
 
-    def job_seqs(self, conn: Connection, ids: Sequence[str]) -> list[tuple[str, int]]:
-        """``(id, seq)`` of the jobs with these ids."""
+    def new_seqs(self, conn: Connection, ids: Sequence[str]) -> list[tuple[str, int]]:
+        """``(id, seq)`` of the jobs with these ids, which ``conn`` has just inserted, one
+        after the other in this order.
+
+        SQLite gives a new row the largest key so far plus one (a random free one only once
+        the largest possible key is taken): in the one writer's transaction the keys of rows
+        inserted one after the other run up to the last one inserted. They are read off
+        that, with one look-up to check the first, instead of a look-up of every id.
+        Elsewhere, and should the check fail, the ids are looked up.
+        """
+        if not ids:
+            return []
+        if self._sqlite:
+            last = run(conn, "SELECT last_insert_rowid()", ())[0][0]
+            first = last - len(ids) + 1
+            if run(conn, self._seq_by_id, {"id": ids[0]}) == [(first,)]:
+                return list(zip(ids, range(first, last + 1), strict=True))
         rows = run(conn, self._seqs_by_id, {"ids": self._keys(ids)})
         return [(job_id, seq) for job_id, seq in rows]
 
