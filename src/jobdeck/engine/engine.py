@@ -408,37 +408,19 @@ class Engine:
         idempotency_key: str | None = None,
     ) -> JobBatchCreated:
         """Create jobs in one transaction; with ``idempotency_key``, a retry returns the same."""
-        now = datetime.now().astimezone()
-        prepared = [
-            self._prepare(request, now, job_id)
-            for request, job_id in zip(requests, new_job_ids(len(requests)), strict=True)
-        ]
+        return self.writer.run(self._creation(principal, requests, idempotency_key))
 
-        def op(tx: Tx) -> JobBatchCreated:
-            if idempotency_key is not None:
-                found = tx.conn.execute(
-                    select(jobs.c.id, jobs.c.phase, jobs.c.seq)
-                    .where(jobs.c.owner == principal.user)
-                    .where(jobs.c.idempotency_key.like(idempotency_key + "%"))
-                    .order_by(jobs.c.seq)
-                ).all()
-                if found:
-                    return JobBatchCreated(
-                        jobs=[JobRef(id=row.id, phase=Phase(row.phase)) for row in found]
-                    )
-                for index, (row, _tasks) in enumerate(prepared):
-                    row["idempotency_key"] = (
-                        idempotency_key if len(prepared) == 1 else f"{idempotency_key}#{index}"
-                    )
-            return self._insert_jobs(tx, principal.user, prepared)
-
-        try:
-            return self.writer.run(op)
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
-            # Another process inserted the same key between our check and our insert.
-            return self.writer.run(op)
+    async def create_jobs_async(
+        self,
+        principal: Principal,
+        requests: Sequence[JobCreate],
+        *,
+        idempotency_key: str | None = None,
+    ) -> JobBatchCreated:
+        """:meth:`create_jobs` for async code: the event loop waits for the writer's commit
+        itself. (Through a thread of the threadpool, a submission crossed two more threads.)"""
+        operation = self._creation(principal, requests, idempotency_key)
+        return await asyncio.wrap_future(self.writer.submit(operation))
 
     def create_job(
         self, principal: Principal, request: JobCreate, *, idempotency_key: str | None = None
@@ -446,6 +428,51 @@ class Engine:
         """Create one job and return its record."""
         created = self.create_jobs(principal, [request], idempotency_key=idempotency_key)
         return self.get_job(principal, created.jobs[0].id)
+
+    def _creation(
+        self, principal: Principal, requests: Sequence[JobCreate], idempotency_key: str | None
+    ) -> Callable[[Tx], JobBatchCreated]:
+        """The writer's operation that creates these jobs (checked and prepared here)."""
+        now = datetime.now().astimezone()
+        prepared = [
+            self._prepare(request, now, job_id)
+            for request, job_id in zip(requests, new_job_ids(len(requests)), strict=True)
+        ]
+        if idempotency_key is None:
+            return lambda tx: self._insert_jobs(tx, principal.user, prepared)
+        for index, (row, _tasks) in enumerate(prepared):
+            row["idempotency_key"] = (
+                idempotency_key if len(prepared) == 1 else f"{idempotency_key}#{index}"
+            )
+
+        def op(tx: Tx) -> JobBatchCreated:
+            found = self._created_with(tx, principal, idempotency_key)
+            if found is not None:
+                return found
+            try:
+                with tx.conn.begin_nested():
+                    return self._insert_jobs(tx, principal.user, prepared)
+            except IntegrityError:
+                # Another process inserted the same key between our look-up and our insert.
+                found = self._created_with(tx, principal, idempotency_key)
+                if found is None:
+                    raise
+                return found
+
+        return op
+
+    @staticmethod
+    def _created_with(tx: Tx, principal: Principal, key: str) -> JobBatchCreated | None:
+        """The jobs an earlier request with this idempotency key created, if any."""
+        found = tx.conn.execute(
+            select(jobs.c.id, jobs.c.phase, jobs.c.seq)
+            .where(jobs.c.owner == principal.user)
+            .where(jobs.c.idempotency_key.like(key + "%"))
+            .order_by(jobs.c.seq)
+        ).all()
+        if not found:
+            return None
+        return JobBatchCreated(jobs=[JobRef(id=row.id, phase=Phase(row.phase)) for row in found])
 
     def _prepare(
         self, request: JobCreate, now: datetime, job_id: str

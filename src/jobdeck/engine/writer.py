@@ -95,14 +95,16 @@ class Writer:
 
     def submit(self, operation: Operation[T]) -> "Future[T]":
         """Hand over ``operation``; its future resolves once it is committed (or failed)."""
+        if self._thread is None:  # its future would never resolve
+            raise RuntimeError("the writer is not running")
         future: Future[T] = Future()
         self._queue.put((operation, future))
         return future
 
     def run(self, operation: Operation[T]) -> T:
         """Run ``operation`` and wait until it is committed."""
-        if self._thread is None or threading.current_thread() is self._thread:
-            raise RuntimeError("the writer is not running")
+        if threading.current_thread() is self._thread:  # it would wait for itself
+            raise RuntimeError("an operation of the writer cannot wait for the writer")
         return self.submit(operation).result()
 
     def _loop(self) -> None:

@@ -182,9 +182,8 @@ async def create_job(
 ) -> JobRecord:
     """Create a job; ``start: true`` queues it at once. An ``Idempotency-Key`` header makes a
     retry return the job the first request created."""
-    record = await run_in_threadpool(
-        engine.create_job, principal, body, idempotency_key=idempotency_key
-    )
+    created = await engine.create_jobs_async(principal, [body], idempotency_key=idempotency_key)
+    record = await engine.read(engine.get_job, principal, created.jobs[0].id)
     response.headers["Location"] = job_url(request, record.id)
     return record
 
@@ -199,9 +198,7 @@ async def create_jobs(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobBatchCreated:
     """Create many jobs in one request and one transaction."""
-    return await run_in_threadpool(
-        engine.create_jobs, principal, body.jobs, idempotency_key=idempotency_key
-    )
+    return await engine.create_jobs_async(principal, body.jobs, idempotency_key=idempotency_key)
 
 
 @router.get("/jobs", response_model=JobList, summary="List jobs, newest first")

@@ -1,0 +1,49 @@
+"""Creating jobs: in one transaction, and once per idempotency key."""
+
+import asyncio
+
+import pytest
+from sqlalchemy import Engine as Database
+from sqlalchemy import Table, func, select
+
+from jobdeck.domain.records import JobBatchCreated, JobCreate
+from jobdeck.engine.engine import Engine, Principal
+from jobdeck.engine.writer import Tx
+from jobdeck.store.schema import jobs, tasks
+
+ALICE = Principal("alice")
+
+
+def count(database: Database, table: Table = jobs) -> int:
+    with database.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_async_creation_is_the_same_as_sync(engine: Engine, database: Database) -> None:
+    requests = [JobCreate(job_type="noop", start=True), JobCreate(name="idle")]
+    created = asyncio.run(engine.create_jobs_async(ALICE, requests))
+    assert [ref.phase for ref in created.jobs] == ["QUEUED", "PENDING"]
+    assert sum(engine.get_job(ALICE, created.jobs[0].id).task_status_counts.values()) == 1
+    assert (count(database), count(database, tasks)) == (2, 1)
+
+
+def test_a_key_taken_between_look_up_and_insert_returns_the_first_jobs(
+    engine: Engine, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = engine.create_jobs(ALICE, [JobCreate(name="first")], idempotency_key="k")
+    # As if another process had inserted them just after this request looked the key up.
+    look_ups: list[str] = []
+    real = Engine._created_with
+
+    def missed_once(tx: Tx, principal: Principal, key: str) -> JobBatchCreated | None:
+        look_ups.append(key)
+        return None if len(look_ups) == 1 else real(tx, principal, key)
+
+    monkeypatch.setattr(Engine, "_created_with", staticmethod(missed_once))
+    again = engine.create_jobs(ALICE, [JobCreate(name="second")], idempotency_key="k")
+    assert again == first
+    assert look_ups == ["k", "k"]
+    assert count(database) == 1
+    # The writer goes on: the failed insert was rolled back to its savepoint only.
+    assert engine.create_jobs(ALICE, [JobCreate(name="third")]).jobs[0].phase == "PENDING"
+    assert count(database) == 2
