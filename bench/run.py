@@ -2,7 +2,8 @@
 
 Each system is measured by ``bench/measure.py`` in a subprocess of its own (own session, hard
 time limit), one after the other, with the same no-op job, the same N (``--jobs``) and the same
-number of worker processes (``--workers``). Peers come from PyPI:
+number of worker processes (``--workers``); with ``--rounds R``, R times, in turn forwards and
+backwards through the systems, each figure the median of its rounds. Peers come from PyPI:
 ``pip install -r bench/requirements.txt``. See bench/README.md.
 """
 
@@ -14,6 +15,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,16 +94,19 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_system(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
-    """Measure one system in a subprocess; a failure or timeout becomes a failed result."""
-    out = out_dir / f"{name}.json"
-    log = out_dir / f"{name}.log"
+def run_system(
+    name: str, args: argparse.Namespace, out_dir: Path, *, round_: int = 1
+) -> dict[str, Any]:
+    """Measure one system in a subprocess; a failure or timeout becomes a failed result.
+    jobdeck's extras (``--api-load``, ``--million``, ``--scale-out``) run in the first round."""
+    out = out_dir / f"{name}-r{round_}.json"
+    log = out_dir / f"{name}-r{round_}.log"
     command = [sys.executable, str(BENCH_DIR / "measure.py"), name, "--out", str(out)]
     command += ["--jobs", str(args.jobs), "--workers", str(args.workers)]
     command += ["--latency-samples", str(args.latency_samples)]
     command += ["--latency-warmup", "2" if args.quick else "5"]
     for flag in ("api_load", "million", "scale_out"):
-        if getattr(args, flag) and name in JOBDECK:
+        if getattr(args, flag) and name in JOBDECK and round_ == 1:
             command.append("--" + flag.replace("_", "-"))
     limit = args.timeout or (180 + args.jobs * 0.12 + (3600 if args.million else 0))
     started = time.monotonic()
@@ -131,6 +136,45 @@ def run_system(name: str, args: argparse.Namespace, out_dir: Path) -> dict[str, 
     return result
 
 
+def round_order(systems: list[str], rounds: int) -> list[tuple[int, str]]:
+    """``(round, system)`` in the order they run: forwards, then backwards, and so on, so that
+    a machine whose speed drifts during the run weighs on every system alike."""
+    order = []
+    for round_ in range(1, rounds + 1):
+        names = systems if round_ % 2 else list(reversed(systems))
+        order += [(round_, name) for name in names]
+    return order
+
+
+def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's result from its rounds: each figure of the tables is the median over the
+    rounds that finished; the rest (settings, jobdeck's extras) comes from the first of them.
+    Every round's figures are kept under ``rounds``."""
+    finished = [run for run in runs if run["status"] == "ok"]
+    if len(runs) == 1 or not finished:
+        return runs[0]
+    result: dict[str, Any] = json.loads(json.dumps(finished[0]))
+    figures = result["figures"]
+    for key in ("submit_one_per_s", "submit_bulk_per_s"):
+        values = [run["figures"][key] for run in finished if key in run["figures"]]
+        if values:
+            figures[key] = statistics.median(values)
+    for key in ("throughput_per_s", "latency_started_ms", "latency_completed_ms"):
+        for part in figures.get(key, {}):
+            if part == "samples":
+                continue
+            values = [
+                run["figures"][key][part] for run in finished if part in run["figures"].get(key, {})
+            ]
+            figures[key][part] = statistics.median(values)
+    result["rounds"] = [
+        {"status": run["status"], "seconds": run.get("seconds"), **flat_figures(run)}
+        for run in runs
+    ]
+    result["seconds"] = round(sum(run.get("seconds", 0.0) for run in runs), 1)
+    return result
+
+
 def fmt(value: float | None, ratio: bool = False) -> str:
     """A figure for the table."""
     if value is None:
@@ -148,6 +192,8 @@ def print_tables(report: dict[str, Any]) -> None:
         f"{config['jobs']} no-op jobs, {config['workers']} worker processes, "
         f"{report['machine']['cores']} cores"
     )
+    if config.get("rounds", 1) > 1:
+        title += f"; the median of {config['rounds']} rounds"
     table = Table(title=title)
     table.add_column("system")
     for heading, _ in COLUMNS.values():
@@ -175,6 +221,19 @@ def print_tables(report: dict[str, Any]) -> None:
         cells = [fmt(row[key], ratio=True) for key in COLUMNS]
         ratio_table.add_row(peer, row["versus"], *cells)
     console.print(ratio_table)
+
+    if config.get("rounds", 1) > 1:
+        spread = Table(title="each round (the tables above show their medians)")
+        spread.add_column("system")
+        shown = ("throughput_baseline", "throughput_tuned", "submit_bulk_per_s", "completed_p50_ms")
+        for key in shown:
+            spread.add_column(COLUMNS[key][0], justify="right")
+        for name, result in results.items():
+            rounds = result.get("rounds", [])
+            spread.add_row(
+                name, *(" / ".join(fmt(one.get(key)) for one in rounds) for key in shown)
+            )
+        console.print(spread)
 
     settings = Table(title="settings (W = --workers)")
     settings.add_column("system")
@@ -239,6 +298,13 @@ def main() -> int:
         help="jobdeck-pg: throughput with 1, 2, 4 `jobdeck worker` processes",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every system R times, forwards then backwards through the systems; "
+        "the tables show each figure's median (default 1)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=None,
@@ -247,6 +313,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.latency_samples is None:
         args.latency_samples = 20 if args.quick else 200
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = [p for p in peers if p not in SYSTEMS]
@@ -271,16 +339,20 @@ def main() -> int:
             "jobs": args.jobs,
             "workers": args.workers,
             "latency_samples": args.latency_samples,
+            "rounds": args.rounds,
             "systems": systems,
         },
         "systems": {},
     }
-    for name in systems:
-        console.print(f"[bold]{name}[/] ...", end=" ")
-        result = run_system(name, args, out_dir)
-        report["systems"][name] = result
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
+    for round_, name in round_order(systems, args.rounds):
+        label = f"{name} (round {round_}/{args.rounds})" if args.rounds > 1 else name
+        console.print(f"[bold]{label}[/] ...", end=" ")
+        result = run_system(name, args, out_dir, round_=round_)
+        runs[name].append(result)
         status = "ok" if result["status"] == "ok" else f"[red]failed[/]: {result.get('reason')}"
         console.print(f"{status} ({result['seconds']}s)")
+    report["systems"] = {name: combined(runs[name]) for name in systems}
     report["ratios"] = ratios(report["systems"])
     print_tables(report)
     console.print(f"logs: {out_dir}")
