@@ -25,6 +25,10 @@ def test_async_creation_is_the_same_as_sync(engine: Engine, database: Database) 
     assert [ref.phase for ref in created.jobs] == ["QUEUED", "PENDING"]
     assert sum(engine.get_job(ALICE, created.jobs[0].id).task_status_counts.values()) == 1
     assert (count(database), count(database, tasks)) == (2, 1)
+    # A large batch is prepared in a thread, with the same outcome.
+    many = asyncio.run(engine.create_jobs_async(ALICE, [requests[0]] * 150))
+    assert len(many.jobs) == len({ref.id for ref in many.jobs}) == 150
+    assert (count(database), count(database, tasks)) == (152, 151)
 
 
 def test_a_key_taken_between_look_up_and_insert_returns_the_first_jobs(
