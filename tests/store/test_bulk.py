@@ -3,6 +3,7 @@ new rows."""
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import Engine as Database
 from sqlalchemy import delete, select
 
@@ -104,3 +105,38 @@ def test_new_seqs_are_those_of_the_new_rows(database: Database) -> None:
         assert statements.new_seqs(conn, []) == []
     assert seqs == [(job_id, stored[job_id]) for job_id in ids]
     assert sorted(shuffled) == sorted(seqs)
+
+
+def test_values_every_row_shares_are_bound_once(database: Database) -> None:
+    insert = BulkInsert(jobs, INSERT_JOBS.columns)
+    same = [{**_row(f"s{i}", 2), "parameters": {"n": 1}} for i in range(4)]  # equal, not one dict
+    # Equal as Python values, not as JSON: each row keeps its own.
+    mixed = [{**_row(f"m{i}", 2), "parameters": {"n": value}} for i, value in enumerate([1, True])]
+    one = [_row("one", 5)]
+    with database.begin() as conn:
+        insert.execute(conn, same, SHARED)
+        insert.execute(conn, mixed, SHARED)
+        insert.execute(conn, one, SHARED)
+    with database.connect() as conn:
+        stored = {row.id: row for row in conn.execute(select(jobs))}
+    for given in [*same, *mixed, *one]:
+        row = stored[given["id"]]
+        assert (row.name, row.priority, row.phase) == (given["name"], given["priority"], "QUEUED")
+        assert row.parameters == given["parameters"]
+        assert row.json_parameters == given["json_parameters"]
+        assert row.timeline == TIMELINE and row.creation_time == WHEN
+    assert stored["m1"].parameters == {"n": True}
+    # Only what differs went into the document: the ids, and for `same` and `mixed` the names
+    # (and for `mixed` the parameters); a single row sends its first column alone.
+    dialect = database.dialect.name
+    assert set(insert._statements) == {
+        (dialect, ("id", "name")),
+        (dialect, ("id", "name", "parameters")),
+        (dialect, ("id",)),
+    }
+
+
+def test_a_batch_needs_a_column_in_its_rows(database: Database) -> None:
+    insert = BulkInsert(jobs, ["owner"])
+    with database.begin() as conn, pytest.raises(ValueError, match="at least one column"):
+        insert.execute(conn, [{}], {"owner": "alice"})
