@@ -569,7 +569,7 @@ class Engine:
             "creation_time": tx.now,
             "updated_time": tx.now,
         }
-        # PostgreSQL returns the new keys; on SQLite, an executemany returns none.
+        # PostgreSQL returns the new keys; SQLite's are read off its last one (new_seqs).
         returned = _INSERT_JOBS.execute(tx.conn, rows, shared)
         ids = [row["id"] for row in rows]
         seqs = dict(returned if returned is not None else self._statements.new_seqs(tx.conn, ids))

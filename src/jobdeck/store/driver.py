@@ -36,18 +36,6 @@ def run(conn: Connection, sql: str, params: Params) -> list[Any]:
         cursor.close()
 
 
-def run_many(conn: Connection, sql: str, rows: Sequence[Any]) -> None:
-    """Execute ``sql`` once per row of parameters (the driver's ``executemany``)."""
-    _autobegin(conn)
-    cursor = conn.connection.cursor()
-    try:
-        cursor.executemany(sql, rows)
-    except conn.dialect.loaded_dbapi.Error as error:
-        raise _translated(conn, sql, rows, error, cursor) from error
-    finally:
-        cursor.close()
-
-
 def _autobegin(conn: Connection) -> None:
     """Begin a transaction where Core would (its autobegin): so that SQLAlchemy knows of
     it, and its rollback or commit ends it."""
