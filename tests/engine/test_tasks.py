@@ -171,6 +171,30 @@ def test_multi_task_job_aggregates(engine: Engine) -> None:
     assert engine.get_job(ALICE, job).phase == "COMPLETED"
 
 
+@pytest.mark.parametrize("start_jobs", [True, False])
+def test_claimed_tasks_carry_their_own_jobs(engine: Engine, start_jobs: bool) -> None:
+    """Each task claimed comes with its job's id, type and parameters and its results folder,
+    also when an earlier claim took another task of its job (and started the job)."""
+    frames = submit(engine, job_type="frames", json_parameters={"scene": "a"}, priority=90)
+    plain = submit(engine, json_parameters={"scene": "b"})
+    first = engine.claim_tasks("w1", 2, start_jobs=start_jobs)
+    rest = engine.claim_tasks("w1", 10, start_jobs=start_jobs)
+    assert [t.job_id for t in first] == [frames, frames]
+    assert [t.job_id for t in rest] == [frames, plain]
+    frame_tasks = [*first, rest[0]]
+    assert sorted(t.parameters["frame"] for t in frame_tasks) == [1, 2, 3]
+    for task in frame_tasks:
+        assert (task.job_type, task.json_parameters) == ("frames", {"scene": "a"})
+        assert Path(task.results_dir) == Path(
+            engine.settings.results_dir, frames, str(task.task_index)
+        )
+    task = rest[1]
+    assert (task.job_type, task.json_parameters, task.parameters) == ("noop", {"scene": "b"}, {})
+    assert Path(task.results_dir) == Path(engine.settings.results_dir, plain)
+    phase = "EXECUTING" if start_jobs else "QUEUED"
+    assert engine.get_job(ALICE, frames).phase == engine.get_job(ALICE, plain).phase == phase
+
+
 def test_transient_failure_is_retried_with_backoff(engine: Engine) -> None:
     job = submit(engine, max_retries_per_task=2)
     [task] = engine.claim_tasks("w1", 10)

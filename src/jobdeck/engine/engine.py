@@ -1020,14 +1020,12 @@ class Engine:
         if finished:
             self._finish(tx, finished, source=None)
 
-    def _start_jobs(self, tx: Tx, job_seqs: Iterable[int], worker_id: str) -> list[Any]:
-        """QUEUED → EXECUTING for those of these jobs still QUEUED, started by ``worker_id``;
-        the rows of the jobs moved (see :meth:`HotStatements.start_jobs`)."""
+    def _start_jobs(self, tx: Tx, job_seqs: Iterable[int], worker_id: str) -> None:
+        """QUEUED → EXECUTING for those of these jobs still QUEUED, started by ``worker_id``."""
         moved = self._statements.start_jobs(
             tx.conn, sorted(set(job_seqs)), source=f"worker:{worker_id}", now=tx.now
         )
-        tx.changes.jobs.update(row[1] for row in moved)
-        return moved
+        tx.changes.jobs.update(job_id for _seq, job_id in moved)
 
     def _claim(self, tx: Tx, worker_id: str, limit: int, *, start_jobs: bool) -> list[ClaimedTask]:
         statements = self._statements
@@ -1040,14 +1038,8 @@ class Engine:
         )
         if not claimed:
             return []
-        job_seqs = sorted({row[1] for row in claimed})
-        job_rows = {}
         if start_jobs:
-            job_rows = {row[0]: row for row in self._start_jobs(tx, job_seqs, worker_id)}
-        # Jobs not moved (of many tasks, one of which started them earlier): read.
-        missing = [seq for seq in job_seqs if seq not in job_rows]
-        if missing:
-            job_rows.update((row[0], row) for row in statements.jobs_by_seq(tx.conn, missing))
+            self._start_jobs(tx, sorted({row[1] for row in claimed}), worker_id)
         results_dir = str(self.settings.results_dir)
         decoded: dict[Any, Any] = {}
 
@@ -1062,12 +1054,20 @@ class Engine:
 
         result = []
         # Queue order: priority (high first), then submission.
-        for seq, job_seq, task_index, task_parameters, attempts, _priority in sorted(
-            claimed, key=lambda r: (-r[5], r[0])
-        ):
-            _seq, job_id, job_type, parameters, json_parameters, duration, task_count = job_rows[
-                job_seq
-            ]
+        for (
+            seq,
+            job_seq,
+            task_index,
+            task_parameters,
+            attempts,
+            _priority,
+            job_id,
+            job_type,
+            parameters,
+            json_parameters,
+            duration,
+            task_count,
+        ) in sorted(claimed, key=lambda r: (-r[5], r[0])):
             values = {name: p["value"] for name, p in json_value(parameters).items()}
             values.update(json_value(task_parameters))
             job_dir = f"{results_dir}/{job_id}"
