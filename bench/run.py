@@ -357,6 +357,7 @@ def main() -> int:
     print_tables(report)
     console.print(f"logs: {out_dir}")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
         console.print(f"JSON: {args.json}")
     return 0

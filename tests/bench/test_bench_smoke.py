@@ -36,7 +36,7 @@ def test_quick_run_reports_figures(tmp_path: Path) -> None:
     missing = [m for m in ("huey", "rq", "redis", "psutil") if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"{missing} not installed: pip install -r bench/requirements.txt")
-    out = tmp_path / "bench.json"
+    out = tmp_path / "results" / "bench.json"  # a folder the run makes
     command = [sys.executable, str(ROOT / "bench" / "run.py"), "--jobs", "200", "--quick"]
     command += ["--api-load"]
     command += ["--peers", ",".join(PEERS), "--json", str(out), "--timeout", "120"]
