@@ -94,11 +94,18 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def extras_due(runs: list[dict[str, Any]]) -> bool:
+    """Whether jobdeck's extras (``--api-load``, ``--million``, ``--scale-out``) run in a
+    system's next round: until a round of it has finished (they are measured once, and a
+    failed round's are lost)."""
+    return not any(run["status"] == "ok" for run in runs)
+
+
 def run_system(
-    name: str, args: argparse.Namespace, out_dir: Path, *, round_: int = 1
+    name: str, args: argparse.Namespace, out_dir: Path, *, round_: int = 1, extras: bool = True
 ) -> dict[str, Any]:
     """Measure one system in a subprocess; a failure or timeout becomes a failed result.
-    jobdeck's extras (``--api-load``, ``--million``, ``--scale-out``) run in the first round."""
+    jobdeck's extras run with ``extras`` (see :func:`extras_due`)."""
     out = out_dir / f"{name}-r{round_}.json"
     log = out_dir / f"{name}-r{round_}.log"
     command = [sys.executable, str(BENCH_DIR / "measure.py"), name, "--out", str(out)]
@@ -106,7 +113,7 @@ def run_system(
     command += ["--latency-samples", str(args.latency_samples)]
     command += ["--latency-warmup", "2" if args.quick else "5"]
     for flag in ("api_load", "million", "scale_out"):
-        if getattr(args, flag) and name in JOBDECK and round_ == 1:
+        if getattr(args, flag) and name in JOBDECK and extras:
             command.append("--" + flag.replace("_", "-"))
     limit = args.timeout or (180 + args.jobs * 0.12 + (3600 if args.million else 0))
     started = time.monotonic()
@@ -148,7 +155,8 @@ def round_order(systems: list[str], rounds: int) -> list[tuple[int, str]]:
 
 def combined(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One system's result from its rounds: each figure of the tables is the median over the
-    rounds that finished; the rest (settings, jobdeck's extras) comes from the first of them.
+    rounds that finished; the rest (settings, jobdeck's extras) comes from the first of them,
+    which is the one that measured the extras (:func:`extras_due`).
     Every round's figures are kept under ``rounds``."""
     finished = [run for run in runs if run["status"] == "ok"]
     if len(runs) == 1 or not finished:
@@ -348,7 +356,7 @@ def main() -> int:
     for round_, name in round_order(systems, args.rounds):
         label = f"{name} (round {round_}/{args.rounds})" if args.rounds > 1 else name
         console.print(f"[bold]{label}[/] ...", end=" ")
-        result = run_system(name, args, out_dir, round_=round_)
+        result = run_system(name, args, out_dir, round_=round_, extras=extras_due(runs[name]))
         runs[name].append(result)
         status = "ok" if result["status"] == "ok" else f"[red]failed[/]: {result.get('reason')}"
         console.print(f"{status} ({result['seconds']}s)")

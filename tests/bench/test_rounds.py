@@ -70,3 +70,10 @@ def test_one_round_is_its_own_result(run: ModuleType) -> None:
     assert run.combined([only]) is only
     failed = [result(0, 0, status="failed"), result(0, 0, status="failed")]
     assert run.combined(failed)["status"] == "failed"
+
+
+def test_extras_run_until_a_round_finishes(run: ModuleType) -> None:
+    assert run.extras_due([])
+    assert run.extras_due([result(0, 0, status="failed")])
+    assert not run.extras_due([result(0, 0, status="failed"), result(1000, 5.0)])
+    assert not run.extras_due([result(1000, 5.0)])
