@@ -385,17 +385,25 @@ def test_concurrent_submissions_share_commits(alice: httpx.Client, count: int) -
 
 
 def test_a_value_the_database_refuses_is_invalid_input(alice: httpx.Client, db_url: str) -> None:
-    created = alice.post("/jobs", json={"name": "a\x00b", "json_parameters": {"k": "\x00"}})
+    # A NUL character in a job's text is refused on every store (PostgreSQL would refuse it,
+    # SQLite would cut a batch's text there).
+    for field in ("name", "description", "run_id"):
+        created = alice.post("/jobs", json={field: "a\x00b"})
+        assert created.status_code == 422, created.text
+        assert created.json()["code"] == "validation_failed"
+        assert "NUL" in created.json()["message"] and field in created.json()["message"]
+    batch = alice.post("/jobs/batch", json={"jobs": [{"name": "ok"}, {"name": "a\x00b"}]})
+    assert batch.status_code == 422, batch.text
+    job = create(alice)
+    changed = alice.patch(f"/jobs/{job['id']}", json={"description": "a\x00b"})
+    assert changed.status_code == 422, changed.text
     looked_up = alice.get("/jobs/a%00b")
-    if db_url.startswith("sqlite"):  # SQLite keeps any text
-        assert created.status_code == 201 and created.json()["name"] == "a\x00b"
+    if db_url.startswith("sqlite"):  # SQLite looks any text up
         assert looked_up.status_code == 404
-        return
-    # PostgreSQL refuses a NUL character in text: the request's fault, never a 500.
-    assert created.status_code == 422, created.text
-    assert created.json()["code"] == "validation_failed"
-    assert "the database refused a value" in created.json()["message"]
-    assert looked_up.status_code == 422
+    else:  # PostgreSQL refuses it: the request's fault, never a 500.
+        assert looked_up.status_code == 422, looked_up.text
+        assert looked_up.json()["code"] == "validation_failed"
+        assert "the database refused a value" in looked_up.json()["message"]
     # In an opaque JSON document (a json column, kept as sent) it is an escape, and stays.
     kept = create(alice, json_parameters={"k": "\x00"})
     assert alice.get(f"/jobs/{kept['id']}").json()["json_parameters"] == {"k": "\x00"}

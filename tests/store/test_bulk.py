@@ -112,6 +112,7 @@ def test_values_every_row_shares_are_bound_once(database: Database) -> None:
     same = [{**_row(f"s{i}", 2), "parameters": {"n": 1}} for i in range(4)]  # equal, not one dict
     # Equal as Python values, not as JSON: each row keeps its own.
     mixed = [{**_row(f"m{i}", 2), "parameters": {"n": value}} for i, value in enumerate([1, True])]
+    mixed[1]["name"] = 'q"uote\\ é😀\u2028 {"x": 1}'  # text that JSON escapes comes back as is
     one = [_row("one", 5)]
     with database.begin() as conn:
         insert.execute(conn, same, SHARED)

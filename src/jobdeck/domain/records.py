@@ -242,6 +242,14 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def _plain_text(value: str | None) -> str | None:
+    # PostgreSQL refuses a NUL character in text, and SQLite's JSON functions (which read a
+    # batch of jobs) end a text at one: refused here, the same on every store.
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
 class JobCreate(BaseModel):
     """A request to create a job."""
 
@@ -285,6 +293,7 @@ class JobCreate(BaseModel):
     ] = False
 
     _utc_destruction = field_validator("destruction_time")(_utc)
+    _plain_texts = field_validator("name", "description", "run_id")(_plain_text)
 
 
 class JobBatchCreate(BaseModel):
@@ -323,6 +332,7 @@ class JobUpdate(BaseModel):
     destruction_time: datetime | None = None
 
     _utc_destruction = field_validator("destruction_time")(_utc)
+    _plain_texts = field_validator("name", "description", "run_id")(_plain_text)
 
 
 class QueueRequest(BaseModel):
