@@ -14,8 +14,11 @@ import pytest
 from jobdeck.domain.jobtypes import BUILTIN_TYPES, JobType, ParameterSpec
 from jobdeck.worker.pool import ProcessPool
 from jobdeck.worker.protocol import (
+    ChildSetup,
     Event,
     FrameDecoder,
+    Shutdown,
+    SkipTask,
     TaskAssignment,
     TaskFinished,
     TaskLog,
@@ -602,6 +605,39 @@ def test_closing_a_pool_that_spawned_but_never_started_stops_its_processes() -> 
     wait_gone(list(spawned), timeout=5)
     with pytest.raises(RuntimeError):
         pool.start(Collector())
+
+
+def test_every_message_comes_out_of_a_frame_as_it_went_in() -> None:
+    messages = [
+        ChildSetup(job_types=dict(TEST_TYPES)),
+        TaskAssignment(
+            task_id=7,
+            job_id="j1",
+            task_index=2,
+            job_type="report",
+            parameters={"n": 3, "name": "x"},
+            json_parameters={"deep": [1, {"a": None}]},
+            execution_duration=1.5,
+            attempt=2,
+            results_dir="/tmp/r",
+        ),
+        SkipTask(task_id=8),
+        Shutdown(),
+        TaskStarted(task_id=7, at=1.25),
+        TaskLog(task_id=7, level="warning", timestamp=2.5, message="héllo\n"),
+        TaskProgress(task_id=7, label="frames", value=3, max_value=10),
+        TaskFinished(
+            task_id=7,
+            ok=False,
+            error={"error_code": "E", "message": "m", "type": "fatal", "detail": None},
+            results=[{"path": "a.txt", "size": 3, "mime_type": "text/plain"}],
+            started_at=1.25,
+            ended_at=2.75,
+        ),
+    ]
+    decoded = FrameDecoder().feed(encode(messages))
+    assert decoded == messages
+    assert [type(message) for message in decoded] == [type(message) for message in messages]
 
 
 def test_frames_survive_any_split() -> None:

@@ -12,7 +12,8 @@ import os
 import pickle
 import struct
 from dataclasses import dataclass
-from typing import Any, Literal
+from operator import attrgetter
+from typing import Any, Literal, TypeVar
 
 from jobdeck.domain.jobtypes import JobType
 from jobdeck.domain.parameters import Scalar
@@ -21,7 +22,23 @@ _HEADER = struct.Struct("<I")
 MAX_FRAME = 1 << 30
 """A frame larger than this is a bug (or a corrupt stream), not a message."""
 
+M = TypeVar("M")
 
+
+def _pickled_as_fields(cls: type[M]) -> type[M]:
+    """Pickle the (slotted dataclass) messages of ``cls`` as their class and field values.
+
+    A slotted dataclass pickles through the ``__getstate__``/``__setstate__`` that
+    ``dataclass`` writes in Python: about 3 µs to pickle and 2 µs to unpickle a task's
+    message here, against 1.5 and 0.7 this way; the pool and its processes pass one each
+    way for every task.
+    """
+    fields = attrgetter(*cls.__slots__)  # type: ignore[attr-defined]
+    cls.__reduce__ = lambda message: (cls, fields(message))  # type: ignore[assignment,method-assign]
+    return cls
+
+
+@_pickled_as_fields
 @dataclass(slots=True)
 class TaskAssignment:
     """One task for a worker process to run.
@@ -60,6 +77,7 @@ class Shutdown:
     """Finish the running task, start no other, and exit."""
 
 
+@_pickled_as_fields
 @dataclass(slots=True)
 class TaskStarted:
     """A worker process began running the task (``at``: wall-clock seconds)."""
@@ -68,6 +86,7 @@ class TaskStarted:
     at: float
 
 
+@_pickled_as_fields
 @dataclass(slots=True)
 class TaskLog:
     """A line of a task's log: a print, a ``ctx.logger`` record or a command's output.
@@ -81,6 +100,7 @@ class TaskLog:
     message: str
 
 
+@_pickled_as_fields
 @dataclass(slots=True)
 class TaskProgress:
     """A task's progress on one labelled counter."""
@@ -91,6 +111,7 @@ class TaskProgress:
     max_value: int
 
 
+@_pickled_as_fields
 @dataclass(slots=True)
 class TaskFinished:
     """How a task ended.
