@@ -1,11 +1,12 @@
 """The migrations build exactly the tables the code uses, on both databases."""
 
+import re
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine as Database
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from jobdeck.store.database import HEAD_REVISION, MIGRATIONS, current_revision
 from jobdeck.store.schema import metadata
@@ -23,6 +24,50 @@ def test_migrations_match_the_schema(database: Database) -> None:
         context = MigrationContext.configure(conn, opts={"include_object": _compared})
         diff = compare_metadata(context, metadata)
     assert diff == []
+
+
+def _database_predicates(database: Database) -> dict[str, str]:
+    """The WHERE of each partial index, as the database keeps it."""
+    with database.connect() as conn:
+        if database.dialect.name == "sqlite":
+            rows = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+            found = {name: sql.partition(" WHERE ")[2] for name, sql in rows if sql}
+        else:
+            rows = conn.execute(
+                text(
+                    "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i"
+                    " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indpred IS NOT NULL"
+                )
+            )
+            found = {name: where for name, where in rows}
+    return {name: where for name, where in found.items() if where}
+
+
+def _words(sql: str) -> list[str]:
+    """The names, literals and operators of a predicate, without PostgreSQL's casts and
+    parentheses: ``((phase)::text = 'QUEUED'::text)`` → phase, =, 'QUEUED'."""
+    return re.findall(r"'[^']*'|[<>=]+|\w+", re.sub(r"::\w+", "", sql))
+
+
+def test_partial_indexes_have_the_schemas_predicates(database: Database) -> None:
+    declared = {
+        index.name: index.info["where"]
+        for table in metadata.tables.values()
+        for index in table.indexes
+        if "where" in index.info
+    }
+    assert set(declared) == {
+        "ix_jobs_queue",
+        "ix_jobs_idempotency",
+        "ix_jobs_destruction",
+        "ix_tasks_claim",
+        "ix_tasks_lease",
+    }
+    found = _database_predicates(database)
+    assert {name: _words(where) for name, where in declared.items()} == {
+        name: _words(where) for name, where in found.items() if name in declared
+    }
+    assert set(found) == set(declared)
 
 
 def test_claim_and_queue_indexes_exist(database: Database) -> None:
