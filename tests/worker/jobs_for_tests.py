@@ -1,5 +1,6 @@
 """Python job functions the pool tests run inside real worker processes."""
 
+import json
 import logging
 import os
 import signal
@@ -35,6 +36,14 @@ def report(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         "attempt": ctx.attempt,
         "cancelled": ctx.cancelled,
     }
+
+
+def meddle(params: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """Change its parameters and its JSON document in place, and return what it was given."""
+    given = {"params": dict(params), "json": json.loads(json.dumps(ctx.json_parameters))}
+    params["n"] = -1
+    ctx.json_parameters["items"].append("meddled")
+    return given
 
 
 def pid(params: dict[str, Any], ctx: TaskContext) -> int:

@@ -35,6 +35,7 @@ TEST_TYPES: dict[str, JobType] = {
     **BUILTIN_TYPES,
     "report": JobType(name="report", kind="python", target="jobs_for_tests:report"),
     "pid": JobType(name="pid", kind="python", target="jobs_for_tests:pid"),
+    "meddle": JobType(name="meddle", kind="python", target="jobs_for_tests:meddle"),
     "boom": JobType(name="boom", kind="python", target="jobs_for_tests:boom"),
     "flaky": JobType(name="flaky", kind="python", target="jobs_for_tests:flaky"),
     "crash": JobType(name="crash", kind="python", target="jobs_for_tests:crash"),
@@ -295,6 +296,28 @@ def test_python_task_logs_progress_and_results(make_pool: MakePool, tmp_path: Pa
     assert (value["job_id"], value["task_index"], value["attempt"]) == ("job-1", 0, 1)
     assert value["cancelled"] is False
     assert value["pid"] in worker_pids()
+
+
+def test_tasks_sharing_parameters_do_not_see_each_others_changes(
+    make_pool: MakePool, tmp_path: Path
+) -> None:
+    # A claim shares one decoded object among the tasks of a submission, and a frame to a
+    # process pickles it once: each task must still get values of its own.
+    pool, events = make_pool(1)
+    shared_values: dict[str, int | float | str] = {"n": 3}
+    shared_json = {"items": ["a"]}
+    tasks = [
+        task("meddle", tmp_path / str(i), json_parameters=shared_json, **shared_values)
+        for i in range(3)
+    ]
+    for assignment in tasks:
+        assignment.parameters = shared_values
+    pool.submit(tasks)
+    done = events.wait_finished([t.task_id for t in tasks])
+    assert all(finished.ok for finished in done.values())
+    for i in range(3):
+        given = json.loads((tmp_path / str(i) / "result.json").read_text())
+        assert given == {"params": {"n": 3}, "json": {"items": ["a"]}}
 
 
 def test_python_task_errors(make_pool: MakePool, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ and makes it exit after the running task (the pool SIGKILLs the process group so
 
 import argparse
 import contextlib
+import copy
 import fcntl
 import functools
 import importlib
@@ -382,7 +383,9 @@ class Runner:
             task_index=task.task_index,
             attempt=task.attempt,
             results_dir=results_dir,
-            json_parameters=task.json_parameters,
+            # A copy of its own: the tasks of a submission share one decoded document, which a
+            # frame carries once, and a task that changes it must not change its siblings'.
+            json_parameters=copy.deepcopy(task.json_parameters),
             logger=self.task_logger,
             report_progress=functools.partial(self._sink.progress, task.task_id),
             cancel_flag=self._cancel_flag,
