@@ -242,9 +242,10 @@ class Principal:
     admin: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ClaimedTask:
-    """A task a worker has claimed, with all it needs to run it."""
+    """A task a worker has claimed, with all it needs to run it. (Not frozen: a claim makes
+    hundreds at once, and a frozen dataclass's ``__init__`` took 4 µs each here, against 1.5.)"""
 
     task_seq: int
     job_seq: int
@@ -1042,6 +1043,7 @@ class Engine:
             self._start_jobs(tx, sorted({row[1] for row in claimed}), worker_id)
         results_dir = str(self.settings.results_dir)
         decoded: dict[Any, Any] = {}
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
 
         def json_value(value: Any) -> Any:
             # Jobs of one submission share their parameters' text: decode each text once.
@@ -1051,6 +1053,19 @@ class Engine:
             if value not in decoded:
                 decoded[value] = statements.json_value(value)
             return decoded[value]
+
+        def values_of(parameters: Any, task_parameters: Any) -> dict[str, Any]:
+            # The job's parameter values with the task's over them, merged once per pair of
+            # texts (SQLite's; PostgreSQL's driver returns them decoded), shared like those.
+            key = (parameters, task_parameters)
+            shared = isinstance(parameters, str) and isinstance(task_parameters, str)
+            if shared and key in merged:
+                return merged[key]
+            values = {name: p["value"] for name, p in json_value(parameters).items()}
+            values.update(json_value(task_parameters))
+            if shared:
+                merged[key] = values
+            return values
 
         result = []
         # Queue order: priority (high first), then submission.
@@ -1068,8 +1083,6 @@ class Engine:
             duration,
             task_count,
         ) in sorted(claimed, key=lambda r: (-r[5], r[0])):
-            values = {name: p["value"] for name, p in json_value(parameters).items()}
-            values.update(json_value(task_parameters))
             job_dir = f"{results_dir}/{job_id}"
             result.append(
                 ClaimedTask(
@@ -1078,7 +1091,7 @@ class Engine:
                     job_id=job_id,
                     task_index=task_index,
                     job_type=job_type,
-                    parameters=values,
+                    parameters=values_of(parameters, task_parameters),
                     json_parameters=json_value(json_parameters),
                     execution_duration=float(duration or 0),
                     attempt=attempts,
