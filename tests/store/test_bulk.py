@@ -141,3 +141,22 @@ def test_a_batch_needs_a_column_in_its_rows(database: Database) -> None:
     insert = BulkInsert(jobs, ["owner"])
     with database.begin() as conn, pytest.raises(ValueError, match="at least one column"):
         insert.execute(conn, [{}], {"owner": "alice"})
+
+
+def test_equal_but_different_json_documents_stay_apart(database: Database) -> None:
+    # 1 == 1.0 == True in Python, not in JSON: a document is the same as another only if it
+    # is the same object.
+    documents = [[1], [1.0], [True], {"a": 1, "b": 2}, {"b": 2, "a": 1}]
+    rows = [{**_row(f"j{i}", 1), "json_parameters": doc} for i, doc in enumerate(documents)]
+    same = {"deep": ["x"]}
+    rows += [{**_row(f"s{i}", 1), "json_parameters": same, "phase": "QUEUED"} for i in range(3)]
+    with database.begin() as conn:
+        INSERT_JOBS.execute(conn, rows[:3], SHARED)  # a batch of equal documents
+        INSERT_JOBS.execute(conn, rows[3:], SHARED)
+    with database.connect() as conn:
+        stored = {
+            job_id: doc for job_id, doc in conn.execute(select(jobs.c.id, jobs.c.json_parameters))
+        }
+    assert [type(stored[f"j{i}"][0]) for i in range(3)] == [int, float, bool]
+    assert stored["j3"] == stored["j4"] == {"a": 1, "b": 2}
+    assert stored["s0"] == stored["s1"] == stored["s2"] == same

@@ -260,7 +260,7 @@ class ClaimedTask:
     """Where the task writes its result files."""
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskOutcome:
     """How a task ended, as a worker reports it."""
 
