@@ -1042,30 +1042,26 @@ class Engine:
         if start_jobs:
             self._start_jobs(tx, sorted({row[1] for row in claimed}), worker_id)
         results_dir = str(self.settings.results_dir)
-        decoded: dict[Any, Any] = {}
+        decoded: dict[str, Any] = {}
         merged: dict[tuple[str, str], dict[str, Any]] = {}
 
-        def json_value(value: Any) -> Any:
+        def json_value(text: str | None) -> Any:
             # Jobs of one submission share their parameters' text: decode each text once.
-            # (Shared results are only read here, and pickled apart for each process.)
-            if not isinstance(value, str):
-                return statements.json_value(value)
-            if value not in decoded:
-                decoded[value] = statements.json_value(value)
-            return decoded[value]
+            # (Shared values are only read here, and pickled for the worker processes.)
+            if text is None:
+                return None
+            if text not in decoded:
+                decoded[text] = json.loads(text)
+            return decoded[text]
 
-        def values_of(parameters: Any, task_parameters: Any) -> dict[str, Any]:
-            # The job's parameter values with the task's over them, merged once per pair of
-            # texts (SQLite's; PostgreSQL's driver returns them decoded), shared like those.
+        def values_of(parameters: str, task_parameters: str) -> dict[str, Any]:
+            # The job's parameter values with the task's over them, merged once per pair.
             key = (parameters, task_parameters)
-            shared = isinstance(parameters, str) and isinstance(task_parameters, str)
-            if shared and key in merged:
-                return merged[key]
-            values = {name: p["value"] for name, p in json_value(parameters).items()}
-            values.update(json_value(task_parameters))
-            if shared:
+            if key not in merged:
+                values = {name: p["value"] for name, p in json_value(parameters).items()}
+                values.update(json_value(task_parameters))
                 merged[key] = values
-            return values
+            return merged[key]
 
         result = []
         # Queue order: priority (high first), then submission.

@@ -32,16 +32,21 @@ WHERE seq {picked_open}
     SELECT seq FROM tasks WHERE state = '{ready}' AND run_after <= :now
     ORDER BY priority DESC, seq LIMIT :limit {lock}
 {picked_close}
-RETURNING seq, job_seq, task_index, parameters, attempts, priority
+RETURNING seq, job_seq, task_index, CAST(parameters AS TEXT), attempts, priority
 """
 
-_JOB_COLUMNS = "id, job_type, parameters, json_parameters, execution_duration, task_count"
+# JSON as text on both stores: the claim decodes each distinct text once (a submission's jobs
+# share theirs), where psycopg would decode every row's.
+_JOB_COLUMNS = (
+    "jobs.id, jobs.job_type, CAST(jobs.parameters AS TEXT), CAST(jobs.json_parameters AS TEXT),"
+    " jobs.execution_duration, jobs.task_count"
+)
 
 # PostgreSQL reads the claimed tasks' jobs in the same statement (a round trip fewer per
 # claim); SQLite, which takes no UPDATE in a WITH, reads them after (_JOBS_BY_SEQ).
 _CLAIM_WITH_JOBS = f"""
 WITH claimed AS ({_CLAIM})
-SELECT claimed.*, {", ".join(f"jobs.{column}" for column in _JOB_COLUMNS.split(", "))}
+SELECT claimed.*, {_JOB_COLUMNS}
 FROM claimed JOIN jobs ON jobs.seq = claimed.job_seq
 """
 
@@ -173,11 +178,6 @@ class HotStatements:
         t_status, t_source, t_stamp = timeline_entry(status, source, now)
         return {"t_status": t_status, "t_source": t_source, "t_stamp": t_stamp}
 
-    def json_value(self, value: Any) -> Any:
-        """A JSON column's value as the driver returned it: text on SQLite, which is decoded
-        here; psycopg has decoded it already."""
-        return json.loads(value) if self._sqlite and value is not None else value
-
     # -- the statements
 
     def new_seqs(self, conn: Connection, ids: Sequence[str]) -> list[tuple[str, int]]:
@@ -212,7 +212,7 @@ class HotStatements:
         """Claim up to ``limit`` ready tasks (the first in queue order); rows of ``(seq,
         job_seq, task_index, parameters, attempts, priority)`` of each task followed by
         ``(id, job_type, parameters, json_parameters, execution_duration, task_count)`` of its
-        job, in no particular order."""
+        job, in no particular order. The parameters are JSON text, on both stores."""
         params = {
             "worker_id": worker_id,
             "lease_expires": self._time(lease_expires),
