@@ -113,7 +113,7 @@ _DIALECT = {
         "picked_close": ")",
     },
     "postgresql": {
-        "in_seqs": "= ANY(:seqs)",
+        "in_seqs": "= ANY(CAST(:seqs AS bigint[]))",
         "in_ids": "= ANY(:ids)",
         "phase": "(phase || '')",
         "state": "(state || '')",
@@ -171,8 +171,14 @@ class HotStatements:
         """A time as the ``UtcDateTime`` columns store it."""
         return _UTC.process_bind_param(value, self._dialect)
 
-    def _keys(self, keys: Sequence[int] | Sequence[str]) -> Any:
-        return json.dumps(list(keys)) if self._sqlite else list(keys)
+    def _ids(self, ids: Sequence[str]) -> Any:
+        return json.dumps(list(ids)) if self._sqlite else list(ids)
+
+    def _seqs(self, seqs: Sequence[int]) -> str:
+        """Keys as one text: a JSON array for SQLite, an array literal for PostgreSQL (cast by
+        the statement), which psycopg would otherwise adapt element by element in Python:
+        about 1.5 µs a key here, a third of that as text."""
+        return json.dumps(list(seqs)) if self._sqlite else "{" + ",".join(map(str, seqs)) + "}"
 
     def _entry(self, status: str, source: str, now: datetime) -> dict[str, str]:
         t_status, t_source, t_stamp = timeline_entry(status, source, now)
@@ -197,7 +203,7 @@ class HotStatements:
             first = last - len(ids) + 1
             if run(conn, self._seq_by_id, {"id": ids[0]}) == [(first,)]:
                 return list(zip(ids, range(first, last + 1), strict=True))
-        rows = run(conn, self._seqs_by_id, {"ids": self._keys(ids)})
+        rows = run(conn, self._seqs_by_id, {"ids": self._ids(ids)})
         return [(job_id, seq) for job_id, seq in rows]
 
     def claim(
@@ -223,7 +229,7 @@ class HotStatements:
         if not self._sqlite or not claimed:
             return claimed
         seqs = sorted({row[1] for row in claimed})
-        jobs = {row[0]: row[1:] for row in run(conn, self._jobs_by_seq, {"seqs": self._keys(seqs)})}
+        jobs = {row[0]: row[1:] for row in run(conn, self._jobs_by_seq, {"seqs": self._seqs(seqs)})}
         return [(*row, *jobs[row[1]]) for row in claimed]
 
     def start_jobs(
@@ -232,7 +238,7 @@ class HotStatements:
         """QUEUED → EXECUTING with its timeline entry, for those of these jobs still QUEUED;
         rows of ``(seq, id)`` of the jobs moved."""
         params = {
-            "seqs": self._keys(seqs),
+            "seqs": self._seqs(seqs),
             "now": self._time(now),
             **self._entry(Phase.EXECUTING.value, source, now),
         }
@@ -243,7 +249,7 @@ class HotStatements:
     ) -> list[int]:
         """Mark these tasks succeeded where they still run for ``worker_id``; their job seqs
         (one per task marked)."""
-        params = {"seqs": self._keys(seqs), "worker_id": worker_id, "now": self._time(now)}
+        params = {"seqs": self._seqs(seqs), "worker_id": worker_id, "now": self._time(now)}
         return [row[0] for row in run(conn, self._succeed_tasks, params)]
 
     def count_finished(
@@ -262,7 +268,7 @@ class HotStatements:
         still QUEUED moves to EXECUTING first, with ``started_by`` (the worker). Rows of
         ``(id, phase)``."""
         params = {
-            "seqs": self._keys(seqs),
+            "seqs": self._seqs(seqs),
             "good": good,
             "bad": bad,
             "now": self._time(now),
