@@ -3,9 +3,10 @@
 Run through SQLAlchemy Core, these statements cost three to four times the database's own work:
 building them, their cache keys, expanding ``IN`` lists element by element and processing
 every column of every returned row. Here each is plain SQL run by the driver, and a list of
-keys travels as one parameter: a JSON array read by ``json_each`` on SQLite, an array for
-``= ANY`` on PostgreSQL. The tables and indexes are those of :mod:`jobdeck.store.schema`; the
-literal predicates (``state = 'ready'``) are the partial indexes' own, so that SQLite uses them.
+keys travels as one parameter: a JSON array read by ``json_each`` on SQLite, an array literal
+cast by the statement for ``= ANY`` on PostgreSQL. The tables and indexes are those of
+:mod:`jobdeck.store.schema`; the literal predicates (``state = 'ready'``) are the partial
+indexes' own, so that SQLite uses them.
 Everything else the engine writes still goes through SQLAlchemy Core.
 """
 

@@ -33,7 +33,10 @@ def _pickled_as_fields(cls: type[M]) -> type[M]:
     message here, against 1.5 and 0.7 this way; the pool and its processes pass one each
     way for every task.
     """
-    fields = attrgetter(*cls.__slots__)  # type: ignore[attr-defined]
+    names = cls.__slots__  # type: ignore[attr-defined]
+    if len(names) < 2:  # attrgetter of one name returns the value, not a tuple
+        raise TypeError(f"{cls.__name__} has fewer than two fields: pickle it as it is")
+    fields = attrgetter(*names)
     cls.__reduce__ = lambda message: (cls, fields(message))  # type: ignore[assignment,method-assign]
     return cls
 
