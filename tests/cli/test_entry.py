@@ -32,3 +32,25 @@ def test_python_dash_m_runs_the_command() -> None:
         timeout=60,
     )
     assert "serve" in done.stdout
+
+
+SERVICE_ONLY = """
+import sys
+from jobdeck.cli import run
+sys.argv = ["jobdeck", "serve", "--help"]
+try:
+    run()
+except SystemExit:
+    pass
+print("jobdeck.cli.jobs" in sys.modules, "jobdeck.client" in sys.modules)
+"""
+
+
+def test_the_service_commands_start_without_the_client_commands() -> None:
+    # Their modules (Rich's live displays and tables, the HTTP client) cost a service about
+    # 0.1 s of its start, before its first job.
+    done = subprocess.run(
+        [sys.executable, "-c", SERVICE_ONLY], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "--workers" in done.stdout  # serve's own help
+    assert done.stdout.strip().splitlines()[-1] == "False False"
