@@ -152,6 +152,21 @@ class EventSink:
             self.flush()
 
 
+def _own_documents(messages: list[Any]) -> list[Any]:
+    """Give each task a JSON document of its own. The tasks of one submission share one
+    decoded document in the service, which a frame then carries once; a task that changes
+    its ``ctx.json_parameters`` in place must not change the next ones'. Only a document
+    already handed to another task is copied."""
+    seen: set[int] = set()
+    for message in messages:
+        if isinstance(message, TaskAssignment) and isinstance(message.json_parameters, dict | list):
+            if id(message.json_parameters) in seen:
+                message.json_parameters = copy.deepcopy(message.json_parameters)
+            else:
+                seen.add(id(message.json_parameters))
+    return messages
+
+
 def _unread_bytes(fd: int) -> int:
     return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
 
@@ -383,9 +398,7 @@ class Runner:
             task_index=task.task_index,
             attempt=task.attempt,
             results_dir=results_dir,
-            # A copy of its own: the tasks of a submission share one decoded document, which a
-            # frame carries once, and a task that changes it must not change its siblings'.
-            json_parameters=copy.deepcopy(task.json_parameters),
+            json_parameters=task.json_parameters,
             logger=self.task_logger,
             report_progress=functools.partial(self._sink.progress, task.task_id),
             cancel_flag=self._cancel_flag,
@@ -535,7 +548,7 @@ def serve(in_fd: int, out_fd: int) -> None:
             return []
         if not data:
             _parent_gone()
-        return decoder.feed(data)
+        return _own_documents(decoder.feed(data))
 
     os.set_blocking(in_fd, False)
     messages = read(block=True)
