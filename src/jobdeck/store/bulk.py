@@ -24,6 +24,8 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import Enum
+from itertools import repeat
+from operator import is_
 from typing import Any, Literal
 
 from sqlalchemy import JSON, Connection, String, Table
@@ -86,9 +88,13 @@ class BulkInsert:
             if name in constants:
                 continue
             convert, memo = converters[name]
-            values = _column(rows, name, convert, memo)
+            values = [row[name] for row in rows]
             # The document needs a column to have a row per row: the first always travels.
-            if varying and values.count(values[0]) == len(values):
+            if varying and _all_alike(values, memo):
+                shared[name] = convert(values[0])
+                continue
+            values = _converted(values, convert, memo)
+            if varying and values.count(values[0]) == len(values):  # e.g. each job's own {}
                 shared[name] = values[0]
             else:
                 varying[name] = values
@@ -197,11 +203,22 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _column(rows: Sequence[dict[str, Any]], name: str, convert: Converter, memo: Memo) -> list[Any]:
+def _all_alike(values: list[Any], memo: Memo) -> bool:
+    """Whether every value converts as the first does, seen before converting any: a
+    column that is the same in every row of a batch is then converted once, not per row.
+    A JSON document by the object (equal documents may differ in their text: ``1`` and
+    ``1.0``, ``true`` and ``1``, the order of keys); any other value by equality (equal
+    times are one instant, stored in UTC)."""
+    first = values[0]
+    if memo == "object":
+        return all(map(is_, values, repeat(first)))
+    return values.count(first) == len(values)
+
+
+def _converted(values: list[Any], convert: Converter, memo: Memo) -> list[Any]:
     """One column's values, converted. The rows of a batch share values (the batch's time, its
     timeline): a costly conversion is done once per value, or for a JSON document once per
-    object (known by its id, which stays unique while ``rows`` holds the objects)."""
-    values = [row[name] for row in rows]
+    object (known by its id, which stays unique while the batch holds the objects)."""
     if convert is _identity:
         return values
     if convert is _text:
