@@ -308,37 +308,59 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 class JobdeckSqlite(_Jobdeck):
-    """jobdeck on SQLite: to run queued jobs, the API-only server is stopped and
-    ``jobdeck serve --workers W`` started on the same data directory."""
+    """jobdeck on SQLite: one ``jobdeck serve`` for the whole run, which takes the
+    submissions with no worker processes; to run the queued jobs, an admin gives it W
+    (``PUT /api/v1/workers``, what ``jobdeck workers --set W`` sends), as the peers start
+    worker processes beside a broker that runs already. ``cold_start_per_s`` (an extra
+    figure) is the other way: the server stopped and started again with ``--workers W``."""
 
     name = "jobdeck-sqlite"
     store = "sqlite"
-    settings = {"baseline": "`jobdeck serve --workers W` (SQLite, jobs queued before start)"}
-
-    def before_workers(self) -> None:
-        """Stop the API-only server that took the submissions (the store is one file, and
-        the server with workers will be its one writer)."""
-        self._stop_server()
+    settings = {
+        "baseline": "`jobdeck workers --set W` on the running `jobdeck serve` (SQLite, jobs "
+        "queued before)"
+    }
 
     def start_workers(self, workers: int, setting: str) -> None:
-        """Start the server with W local workers."""
-        self._stop_server()
-        self._serve(workers)
-
-    closing = False
+        """Have the running server start W worker processes."""
+        self._resize(workers)
 
     def stop_workers(self) -> None:
-        """Back to an API-only server (needed for the next submissions)."""
+        """Back to no worker processes (what they were handed, they finish)."""
         super().stop_workers()
-        if self.closing or (self.server is not None and self.server.name.endswith("-w0")):
-            return
+        if self.server is not None:
+            self._resize(0)
+
+    def _resize(self, workers: int) -> None:
+        local = self._check(self.client.put("/workers", json={"processes": workers}))
+        if local["processes"] != workers:
+            raise PeerFailed(f"asked for {workers} worker processes, the server runs {local}")
+
+    def extra_figures(self, args: Any) -> dict[str, Any]:
+        """The common extras, and the drain of a server started with its workers."""
+        extra = {"cold_start_per_s": self._cold_start(args.jobs, args.workers)}
+        return {**extra, **super().extra_figures(args)}
+
+    def _cold_start(self, jobs: int, workers: int) -> float:
+        """N jobs queued on the server without workers, which is then stopped; completed
+        jobs/s from the start of ``jobdeck serve --workers W`` (its imports, its store, its
+        web stack, its worker processes) to the last completion seen."""
+        base = self.completed()
+        for start in range(0, jobs, 1000):
+            self.submit_bulk(min(1000, jobs - start))
+        self._stop_server()
+        began = time.monotonic()
+        self._serve(workers)
+        deadline = began + max(60.0, jobs / 25)
+        while self.completed() < base + jobs:
+            if time.monotonic() > deadline:
+                raise PeerFailed("the cold-start drain did not finish in time")
+            self.check_workers()
+            time.sleep(0.02)
+        rate = jobs / (time.monotonic() - began)
         self._stop_server()
         self._serve(0)
-
-    def teardown(self) -> None:
-        """Stop the server (without restarting it)."""
-        self.closing = True
-        super().teardown()
+        return rate
 
 
 class JobdeckPostgres(_Jobdeck):

@@ -407,3 +407,14 @@ def test_a_value_the_database_refuses_is_invalid_input(alice: httpx.Client, db_u
     # In an opaque JSON document (a json column, kept as sent) it is an escape, and stays.
     kept = create(alice, json_parameters={"k": "\x00"})
     assert alice.get(f"/jobs/{kept['id']}").json()["json_parameters"] == {"k": "\x00"}
+
+
+def test_workers_of_a_server_without_local_workers(
+    server: Server, client_for: Callable[..., httpx.Client], alice: httpx.Client
+) -> None:
+    admin = client_for("root", admin=True)
+    for method in ("GET", "PUT"):
+        missing = admin.request(method, "/workers", json={"processes": 1})
+        assert missing.status_code == 404
+        assert missing.json()["code"] == "not_found"
+        assert alice.request(method, "/workers", json={"processes": 1}).status_code == 403

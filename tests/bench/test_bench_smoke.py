@@ -52,6 +52,7 @@ def test_quick_run_reports_figures(tmp_path: Path) -> None:
     assert_figures("jobdeck-sqlite", systems["jobdeck-sqlite"])
     jobdeck = systems["jobdeck-sqlite"]["figures"]
     assert jobdeck["submit_bulk_per_s"] > 0
+    assert jobdeck["cold_start_per_s"] > 0
     load = jobdeck["api_load"]
     assert load["stored_jobs"] >= 10_000
     for clients in (1, 10, 50):

@@ -98,6 +98,49 @@ def test_serve_on_sqlite_round_trip_and_admin_token(processes: Processes, tmp_pa
         assert client.get(f"/jobs/{job_id}/results/echo.txt").text.strip() == "hi"
 
 
+def test_an_admin_resizes_the_local_workers_of_a_running_server(
+    processes: Processes, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    with serve(processes, data_dir, "--workers", "0") as client:
+        assert client.get("/workers").json()["processes"] == 0
+        job_id = client.post("/jobs", json={"job_type": "noop", "start": True}).json()["id"]
+        assert client.get(f"/jobs/{job_id}", params={"wait": 1}).json()["phase"] == "QUEUED"
+
+        grown = client.put("/workers", json={"processes": 2})
+        assert grown.status_code == 200, grown.text
+        assert grown.json()["processes"] == 2
+        assert wait_phase(client, job_id, {"COMPLETED", "ERROR"}, 20)["phase"] == "COMPLETED"
+
+        # The command line, as a real process, against the running server.
+        token = (data_dir / "admin-token").read_text().strip()
+        url = str(client.base_url).removesuffix("/api/v1")
+        cli = [*JOBDECK, "workers", "--url", url, "--token", token]
+        shown = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith("2 worker processes")
+        stopped = subprocess.run([*cli, "--set", "0"], capture_output=True, text=True, timeout=60)
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.startswith("0 worker processes")
+        job_id = client.post("/jobs", json={"job_type": "noop", "start": True}).json()["id"]
+        assert client.get(f"/jobs/{job_id}", params={"wait": 1}).json()["phase"] == "QUEUED"
+
+        for bad in (-1, 257, "two"):
+            refused = client.put("/workers", json={"processes": bad})
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["code"] == "validation_failed"
+        bob = client.post("/tokens", json={"user": "bob"}).json()["token"]
+        for method in ("GET", "PUT"):
+            denied = client.request(
+                method,
+                "/workers",
+                json={"processes": 1},
+                headers={"Authorization": f"Bearer {bob}"},
+            )
+            assert denied.status_code == 403, denied.text
+        assert client.get("/workers").json()["processes"] == 0
+
+
 def test_acknowledged_jobs_survive_kill_9(processes: Processes, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     client = serve(processes, data_dir, "--workers", "0")

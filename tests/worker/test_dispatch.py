@@ -116,7 +116,7 @@ def read_pid(path: Path, timeout: float = 10) -> int:
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, before or while it was read
         return False
     return state != "Z"
 
@@ -258,3 +258,42 @@ def test_results_download_and_traversal(
     for sneaky in ("..%2F..%2Fadmin-token", "%2e%2e/%2e%2e/etc/passwd", "/etc/passwd"):
         response = alice.get(f"/jobs/{job['id']}/results/{sneaky}")
         assert response.status_code == 404
+
+
+def test_fewer_processes_give_waiting_tasks_back_to_the_queue(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # window=1: each process holds only its running task; the rest wait in the pool.
+    pool = ProcessPool(2, engine.job_types, window=1)
+    dispatcher = Dispatcher(engine, pool, worker_id="resized")
+    dispatcher.start()
+    try:
+        sleeps = [
+            submit(engine, "pidsleep", parameters={"pidfile": str(tmp_path / f"{i}"), "seconds": 1})
+            for i in range(2)
+        ]
+        for i in range(2):
+            read_pid(tmp_path / f"{i}")
+        waiting = [submit(engine, "noop") for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while dispatcher.held() < 4:  # the two noops, claimed, wait for a process
+            assert time.monotonic() < deadline, dispatcher.held()
+            time.sleep(0.01)
+
+        dispatcher.resize(0)
+        for job_id in sleeps:  # the running tasks finish where they run
+            assert finished(engine, job_id).phase == "COMPLETED"
+        time.sleep(0.5)
+        assert dispatcher.processes == 0 and dispatcher.held() == 0
+        for job_id in waiting:  # back in the queue, the attempt not counted
+            record = engine.get_job(ALICE, job_id)
+            assert record.phase == "QUEUED", record
+            assert record.task_status_counts == {"ready": 1}
+
+        dispatcher.resize(1)
+        for job_id in waiting:
+            record = finished(engine, job_id)
+            assert record.phase == "COMPLETED"
+            assert [e.status for e in record.timeline].count("EXECUTING") == 1
+    finally:
+        dispatcher.stop(timeout=5)

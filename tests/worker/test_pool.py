@@ -173,7 +173,7 @@ def task(
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, before or while it was read
         return False
     return state != "Z"
 
@@ -598,6 +598,91 @@ def test_accounting_of_slots(make_pool: MakePool, tmp_path: Path) -> None:
     assert sorted(pool.running()) == sorted(t.task_id for t in sleeps)
     events.wait_finished([t.task_id for t in sleeps], timeout=10)
     assert pool.free_slots() == 8 and pool.running() == []
+
+
+def ran_on(tmp_path: Path, assignments: list[TaskAssignment]) -> set[int]:
+    """The worker processes that ran these ``pid`` tasks (each writes its pid as its result)."""
+    return {int(json.loads((Path(a.results_dir) / "result.json").read_text())) for a in assignments}
+
+
+def test_resize_grows_the_pool_at_once(make_pool: MakePool, tmp_path: Path) -> None:
+    pool, events = make_pool(1, prefetch=3)
+    first = spawned_workers(1)
+    assert pool.resize(3) == []
+    assert pool.size == 3 and pool.free_slots() == 12
+    grown = spawned_workers(3)
+    assert first < grown
+    # Tasks that take a while each, so that every process gets some.
+    naps = [task("sleep", tmp_path / f"n{i}", seconds=0.2) for i in range(6)]
+    pids = [task("pid", tmp_path / f"p{i}") for i in range(6)]
+    pool.submit(naps + pids)
+    done = events.wait_finished([t.task_id for t in naps + pids])
+    assert all(f.ok for f in done.values())
+    assert ran_on(tmp_path, pids) <= grown
+
+
+def test_resize_shrinks_after_running_tasks_finish(make_pool: MakePool, tmp_path: Path) -> None:
+    pool, events = make_pool(2, window=1)
+    spawned_workers(2)
+    running = [task("sleep", tmp_path / f"s{i}", seconds=0.5) for i in range(2)]
+    waiting = [task("noop", tmp_path / f"w{i}") for i in range(4)]
+    pool.submit(running)
+    for t in running:
+        events.wait_started(t.task_id)
+    pool.submit(waiting)  # window 1: they wait in the pool, none sent yet
+    assert sorted(pool.resize(1)) == sorted(t.task_id for t in waiting)
+    assert pool.size == 1
+    assert sorted(pool.running()) == sorted(t.task_id for t in running)
+    # The process taken out finishes its task, as does the one that stays; then it stops.
+    done = events.wait_finished([t.task_id for t in running])
+    assert all(f.ok for f in done.values())
+    spawned_workers(1)
+    assert not set(events.finished()) & {t.task_id for t in waiting}  # given back, not run
+    more = [task("pid", tmp_path / f"p{i}") for i in range(3)]
+    pool.submit(more)
+    assert all(f.ok for f in events.wait_finished([t.task_id for t in more]).values())
+    assert ran_on(tmp_path, more) == worker_pids()
+
+
+def test_a_pool_of_no_processes_takes_no_tasks_until_resized(tmp_path: Path) -> None:
+    pool = ProcessPool(0, TEST_TYPES, import_paths=[HERE], prefetch=2)
+    events = Collector()
+    pool.start(events)
+    try:
+        assert pool.free_slots() == 0 and worker_pids() == set()
+        pool.resize(2)
+        spawned_workers(2)
+        tasks = [task("noop", tmp_path / str(i)) for i in range(6)]
+        pool.submit(tasks)
+        assert all(f.ok for f in events.wait_finished([t.task_id for t in tasks]).values())
+        workers = worker_pids()
+        assert pool.resize(0) == []
+        wait_gone(list(workers), timeout=5)
+        assert pool.free_slots() == 0 and pool.size == 0
+        assert pool.give_back_waiting() == []
+        with pytest.raises(ValueError):
+            pool.resize(-1)
+    finally:
+        pool.close(5)
+
+
+def test_a_process_killed_while_it_drains_loses_only_its_running_task(
+    make_pool: MakePool, tmp_path: Path
+) -> None:
+    pool, events = make_pool(1, window=2)
+    pidfile = tmp_path / "sleep.pid"
+    slow = task("pidsleep", tmp_path / "s", pidfile=str(pidfile), seconds=30)
+    behind = task("noop", tmp_path / "b")
+    pool.submit([slow, behind])
+    read_pid(pidfile)
+    (worker,) = worker_pids()
+    assert pool.resize(0) == []  # both were handed to the process already
+    os.kill(worker, signal.SIGKILL)
+    lost = events.wait_one(slow.task_id)
+    assert not lost.ok and lost.error is not None and lost.error["error_code"] == "worker_lost"
+    # The task it had not begun waits again; a pool of no processes gives it back.
+    assert pool.give_back_waiting() == [behind.task_id]
+    assert pool.running() == []
 
 
 def test_processes_spawned_before_start_run_tasks(tmp_path: Path) -> None:

@@ -615,6 +615,31 @@ def rm(
             typer.echo(f"deleted {job_id}")
 
 
+def workers(
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--set",
+            help="Run this many worker processes from now on (0: none). Fewer: a process "
+            "taken out finishes the tasks it was handed first.",
+            min=0,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+) -> None:
+    """Show, or --set, how many worker processes the server runs (admins only)."""
+    connection = Connection(url, token, data_dir)
+    with connection.reporting(), connection.client() as client:
+        local = client.workers() if processes is None else client.set_workers(processes)
+    if as_json:
+        print_json(dump(local))
+    else:
+        typer.echo(f"{local.processes} worker processes, {local.held_tasks} tasks held")
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to the ``jobdeck`` app."""
     app.command()(submit)
@@ -625,3 +650,4 @@ def register(app: typer.Typer) -> None:
     app.command()(results)
     app.command()(abort)
     app.command()(rm)
+    app.command()(workers)

@@ -49,7 +49,11 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[
         int | None,
-        typer.Option(help="Local worker processes (default: CPU count; 0: API only)."),
+        typer.Option(
+            help="Local worker processes (default: CPU count; 0: API only). An admin can "
+            "change it while the server runs: `jobdeck workers --set N`.",
+            min=0,
+        ),
     ] = None,
     full_sync: Annotated[
         bool,
@@ -66,9 +70,8 @@ def serve(
     sys.setswitchinterval(SWITCH_INTERVAL)
     count = os.cpu_count() or 1 if workers is None else workers
     job_types = load_job_types(config)
-    pool = ProcessPool(count, job_types) if count > 0 else None
-    if pool is not None:
-        pool.spawn()
+    pool = ProcessPool(count, job_types)
+    pool.spawn()
     # Imported here, so that the client commands of the same program start fast, and after
     # the worker processes were spawned, so that they start while the engine loads; the web
     # stack only once the workers run, so that they work while it loads.
@@ -81,17 +84,15 @@ def serve(
     try:
         engine = open_engine(options, lease_seconds=lease_seconds, job_types=job_types)
     except BaseException:
-        if pool is not None:
-            pool.close(0)
+        pool.close(0)
         raise
     engine.start()
     token, created = ensure_admin_token(engine, data_dir)
     maintenance = Maintenance(engine)
     maintenance.start()
-    dispatcher = Dispatcher(engine, pool) if pool is not None else None
+    dispatcher = Dispatcher(engine, pool)
     gc.freeze()
-    if dispatcher is not None:
-        dispatcher.start()
+    dispatcher.start()
     store = "PostgreSQL" if db else f"SQLite in {data_dir.resolve()}"
     console.print(
         f"jobdeck serving on [bold]http://{host}:{port}/api/v1[/] ({store}, {count} workers)"
@@ -106,13 +107,12 @@ def serve(
 
         from jobdeck.doors.native.app import create_asgi
 
-        app = create_asgi(engine)
+        app = create_asgi(engine, dispatcher=dispatcher)
         settle()
         # No WebSocket routes: ws="none" spares loading a WebSocket implementation.
         uvicorn.run(app, host=host, port=port, log_level=log_level, ws="none")
     finally:
-        if dispatcher is not None:
-            dispatcher.stop()
+        dispatcher.stop()
         maintenance.stop()
         engine.close()
 

@@ -17,6 +17,7 @@ from jobdeck.domain.records import (
     JobError,
     JobRecord,
     JobSummary,
+    LocalWorkers,
     LogEntry,
     ParameterInput,
     ResultRef,
@@ -273,6 +274,15 @@ class AsyncClient:
     async def stats(self) -> Stats:
         """How many jobs the token may see, by phase."""
         return await self._send(calls.stats())
+
+    async def workers(self) -> LocalWorkers:
+        """The worker processes of the server itself (admins only)."""
+        return await self._send(calls.local_workers())
+
+    async def set_workers(self, processes: int) -> LocalWorkers:
+        """Have the server run ``processes`` worker processes from now on, without a restart
+        (admins only); fewer stop once they have finished the tasks they were handed."""
+        return await self._send(calls.resize_local_workers(processes))
 
     async def health(self) -> dict[str, Any]:
         """The server's liveness answer (needs no token)."""

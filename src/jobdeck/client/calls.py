@@ -37,6 +37,8 @@ from jobdeck.domain.records import (
     JobList,
     JobRecord,
     JobSummary,
+    LocalWorkers,
+    LocalWorkersChange,
     LogEntry,
     LogPage,
     MessageCreate,
@@ -282,6 +284,17 @@ def create_token(user: str, *, admin: bool) -> Call[TokenCreated]:
 def stats() -> Call[Stats]:
     """GET /stats."""
     return Call("GET", "/stats", model_parser(Stats))
+
+
+def local_workers() -> Call[LocalWorkers]:
+    """GET /workers (admins only)."""
+    return Call("GET", "/workers", model_parser(LocalWorkers))
+
+
+def resize_local_workers(processes: int) -> Call[LocalWorkers]:
+    """PUT /workers (admins only)."""
+    body = LocalWorkersChange(processes=processes)
+    return Call("PUT", "/workers", model_parser(LocalWorkers), body=body)
 
 
 def health() -> Call[Any]:

@@ -16,6 +16,7 @@ from jobdeck.domain.records import (
     JobError,
     JobRecord,
     JobSummary,
+    LocalWorkers,
     LogEntry,
     ParameterInput,
     ResultRef,
@@ -277,6 +278,15 @@ class Client:
     def stats(self) -> Stats:
         """How many jobs the token may see, by phase."""
         return self._send(calls.stats())
+
+    def workers(self) -> LocalWorkers:
+        """The worker processes of the server itself (admins only)."""
+        return self._send(calls.local_workers())
+
+    def set_workers(self, processes: int) -> LocalWorkers:
+        """Have the server run ``processes`` worker processes from now on, without a restart
+        (admins only); fewer stop once they have finished the tasks they were handed."""
+        return self._send(calls.resize_local_workers(processes))
 
     def health(self) -> dict[str, Any]:
         """The server's liveness answer (needs no token)."""

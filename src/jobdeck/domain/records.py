@@ -412,6 +412,40 @@ class Stats(BaseModel):
     phases: dict[str, int]
 
 
+MAX_LOCAL_PROCESSES = 256
+
+
+class LocalWorkers(BaseModel):
+    """The worker processes that run tasks inside this server (``jobdeck serve``)."""
+
+    worker_id: Annotated[
+        str, Field(title="Worker id", description="As the timelines of its tasks name it.")
+    ]
+    processes: Annotated[int, Field(title="Processes", description="Worker processes now.")]
+    held_tasks: Annotated[
+        int,
+        Field(title="Held tasks", description="Tasks it runs, or holds for a process to run."),
+    ]
+
+
+class LocalWorkersChange(BaseModel):
+    """How many worker processes this server should run from now on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    processes: Annotated[
+        int,
+        Field(
+            title="Processes",
+            description="0 stops taking tasks. Fewer than now: a process taken out finishes "
+            "the tasks it was handed first; tasks that waited for a process go back to the "
+            "queue.",
+            ge=0,
+            le=MAX_LOCAL_PROCESSES,
+        ),
+    ]
+
+
 class ErrorBody(BaseModel):
     """The error format of the native API."""
 

@@ -1118,7 +1118,8 @@ class Engine:
         return self.writer.run(op)
 
     def release_tasks(self, worker_id: str, task_seqs: Sequence[int]) -> None:
-        """Give back tasks this worker will not run (shutting down); the attempt does not count."""
+        """Give back tasks this worker will not run (it stops, or runs fewer processes); the
+        attempt does not count."""
         if not task_seqs:
             return
 

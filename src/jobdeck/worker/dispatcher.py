@@ -75,6 +75,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._events: list[Event] = []
         self._cancelled: set[int] = set()
+        self._given_back: list[int] = []
         self._claimed: dict[int, ClaimedTask] = {}
         self._maybe_more = True
         self._thread: threading.Thread | None = None
@@ -104,6 +105,24 @@ class Dispatcher:
         if leftover:
             self.engine.release_tasks(self.worker_id, sorted(leftover))
         self._claimed.clear()
+
+    @property
+    def processes(self) -> int:
+        """How many worker processes run this dispatcher's tasks."""
+        return self._pool.size
+
+    def held(self) -> int:
+        """How many tasks this worker holds: running, or waiting here for a process."""
+        return len(self._pool.running())
+
+    def resize(self, processes: int) -> None:
+        """Run ``processes`` worker processes from now on (see :meth:`ProcessPool.resize`);
+        the tasks that waited for a process go back to the queue."""
+        dropped = self._pool.resize(processes)
+        with self._lock:
+            self._given_back.extend(dropped)
+            self._maybe_more = True  # a grown pool has room
+        self._wake.set()
 
     # -- called from other threads
 
@@ -136,6 +155,13 @@ class Dispatcher:
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
             maybe_more, self._maybe_more = self._maybe_more, False
+            given_back, self._given_back = self._given_back, []
+        if self._pool.size == 0:  # what a process taken out left behind would never run
+            given_back += self._pool.give_back_waiting()
+        if given_back:
+            for task_seq in given_back:
+                self._claimed.pop(task_seq, None)
+            self.engine.release_tasks(self.worker_id, given_back)
         for task_seq in cancelled & set(self._claimed):
             self._pool.cancel(task_seq, "aborted")
         if time.monotonic() >= self._next_heartbeat:

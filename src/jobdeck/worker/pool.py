@@ -90,6 +90,9 @@ class _Child:
         """In the order sent, which is the order the process runs them."""
         self.spawned_at = time.monotonic()
         self.retired = False
+        self.draining = False
+        """Taken out of the pool (:meth:`ProcessPool.resize`): it gets no more tasks, and is
+        told to stop once those it holds have finished."""
         self.kill_at = 0.0
         self.killed = False
         self.fds_open = True
@@ -105,7 +108,8 @@ WINDOW = 32
 
 
 class ProcessPool:
-    """Runs :class:`TaskAssignment` s on ``size`` long-lived worker processes.
+    """Runs :class:`TaskAssignment` s on ``size`` long-lived worker processes (none is a
+    pool that takes no tasks until :meth:`resize` gives it some).
 
     The ``on_events`` given to :meth:`start` receives lists of
     :data:`jobdeck.worker.protocol.Event` on the pool's
@@ -128,12 +132,13 @@ class ProcessPool:
         import_paths: Sequence[str | Path] = (),
         kill_grace: float = 0.4,
     ) -> None:
-        if size < 1:
-            raise ValueError("a process pool needs at least one process")
+        if size < 0:
+            raise ValueError("a process pool cannot have fewer than no processes")
         self._size = size
         self._job_types = dict(job_types)
         self._on_events: Callable[[list[Event]], None] | None = None
-        self._capacity = size * (1 + max(0, prefetch))
+        self._prefetch = max(0, prefetch)
+        self._capacity = size * (1 + self._prefetch)
         self._window = max(1, window)
         self._import_paths = [str(Path(path).resolve()) for path in import_paths]
         self._kill_grace = kill_grace
@@ -141,6 +146,7 @@ class ProcessPool:
         self._changed = threading.Condition(self._lock)
         self._children: list[_Child | None] = []
         self._respawn_at: list[float] = []
+        self._draining: list[_Child] = []
         self._retired: list[_Child] = []
         self._tasks: dict[int, _Task] = {}
         self._backlog: deque[int] = deque()
@@ -200,6 +206,44 @@ class ProcessPool:
                 self._tasks[assignment.task_id] = _Task(assignment)
                 self._backlog.append(assignment.task_id)
             self._fill()
+
+    def resize(self, size: int) -> list[int]:
+        """Run ``size`` worker processes from now on.
+
+        New processes start at once. A process taken out gets no more tasks; it finishes
+        those it was handed (the running one and the few behind it) and then stops. Tasks
+        that waited in the pool for a process are dropped when it shrinks, and their ids
+        returned (they get no :class:`TaskFinished`), for the caller to give back: the
+        smaller pool takes fewer.
+        """
+        if size < 0:
+            raise ValueError("a process pool cannot have fewer than no processes")
+        with self._lock:
+            if self._state != "running":
+                raise RuntimeError(f"cannot resize a pool that is {self._state}")
+            dropped = []
+            if size < self._size:
+                for child in self._children[size:]:
+                    if child is not None and not child.retired:
+                        child.draining = True
+                        self._draining.append(child)
+                        self._stop_if_drained(child)
+                del self._children[size:]
+                del self._respawn_at[size:]
+                dropped = self._drop_waiting()
+            self._size = size
+            self._capacity = size * (1 + self._prefetch)
+            self._spawn_all()
+            self._fill()
+            self._changed.notify_all()
+        self._wake()  # the reader thread watches the new processes' pipes
+        return dropped
+
+    def give_back_waiting(self) -> list[int]:
+        """Drop the tasks that wait for a process (none started), and return their ids; for
+        a pool of no processes, whose waiting tasks would never run."""
+        with self._lock:
+            return self._drop_waiting()
 
     def cancel(self, task_id: int, reason: CancelReason) -> None:
         """Stop a task: kill its process group if it runs, or drop it if it waits.
@@ -275,6 +319,7 @@ class ProcessPool:
                 _close_fds(child)
                 child.process.wait()
             self._retired.clear()
+            self._draining.clear()
             self._children = [None] * len(self._children)
             self._state = "closed"
         os.close(self._wake_r)
@@ -289,7 +334,26 @@ class ProcessPool:
             self._respawn_at.append(0.0)
 
     def _active(self) -> list[_Child]:
+        """Every live process: those of the pool, and those taken out that still finish."""
+        return [*self._serving(), *(child for child in self._draining if not child.retired)]
+
+    def _serving(self) -> list[_Child]:
+        """The processes that take new tasks."""
         return [child for child in self._children if child is not None and not child.retired]
+
+    def _drop_waiting(self) -> list[int]:
+        dropped = []
+        for task_id in self._backlog:
+            task = self._tasks.get(task_id)
+            if task is not None and task.child is None:
+                del self._tasks[task_id]
+                dropped.append(task_id)
+        self._backlog.clear()
+        return dropped
+
+    def _stop_if_drained(self, child: _Child) -> None:
+        if child.draining and not child.sent:
+            self._send(child, [Shutdown()])
 
     def _spawn(self) -> _Child:
         in_read, in_write = os.pipe()
@@ -354,7 +418,7 @@ class ProcessPool:
         """Hand out waiting tasks, one to each process with room in turn."""
         if self._state != "running" or not self._backlog:
             return
-        children = self._active()
+        children = self._serving()
         batches: list[list[TaskAssignment]] = [[] for _ in children]
         held_back: list[int] = []
         room = True
@@ -439,6 +503,11 @@ class ProcessPool:
             task.deadline = None
         self._backlog.extendleft(task.assignment.task_id for task in reversed(tasks))
         child.sent.clear()
+        if child.draining:
+            self._draining.remove(child)
+            self._fill()
+            self._changed.notify_all()
+            return
         slot = self._children.index(child)
         if self._state != "running":
             self._children[slot] = None
@@ -494,19 +563,24 @@ class ProcessPool:
                 outgoing.append(event)
         if refill:
             self._fill()
+            self._stop_if_drained(child)
 
     def _on_child_exit(self, child: _Child) -> None:
         if child.retired:
             return
-        if self._state == "running":
+        if self._state == "running" and (child.sent or not child.draining):
             log.warning("worker process %d died", child.process.pid)
             self._retire(child, lost=True)
             return
-        # Closing: it finished and exited as asked; what it had not run stays unfinished.
+        # It exited as asked: the pool closes (what it had not run stays unfinished), or it
+        # was taken out of the pool and has finished its tasks.
         child.retired = True
         child.kill_at = time.monotonic()
         self._retired.append(child)
-        self._children[self._children.index(child)] = None
+        if child.draining:
+            self._draining.remove(child)
+        else:
+            self._children[self._children.index(child)] = None
         self._changed.notify_all()
 
     def _run_timers(self) -> float | None:

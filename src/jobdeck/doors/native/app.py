@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobdeck import __version__
-from jobdeck.domain.errors import Forbidden, JobdeckError, Unauthorized
+from jobdeck.domain.errors import Forbidden, JobdeckError, NotFound, Unauthorized
 from jobdeck.domain.phases import Phase, Status
 from jobdeck.domain.records import (
     CompleteRequest,
@@ -36,6 +36,8 @@ from jobdeck.domain.records import (
     JobList,
     JobRecord,
     JobUpdate,
+    LocalWorkers,
+    LocalWorkersChange,
     LogPage,
     MessageCreate,
     QueueRequest,
@@ -47,6 +49,9 @@ from jobdeck.domain.records import (
     TokenCreated,
 )
 from jobdeck.engine.engine import Engine, ListFilter, Principal
+
+if TYPE_CHECKING:
+    from jobdeck.worker.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -381,6 +386,40 @@ async def get_stats(engine: EngineDep, principal: PrincipalDep) -> Stats:
     return Stats(phases=await run_in_threadpool(engine.stats, principal))
 
 
+def _local_workers(request: Request, principal: Principal) -> "Dispatcher":
+    if not principal.admin:
+        raise Forbidden("only admins may see or change the local workers")
+    dispatcher: Dispatcher | None = request.app.state.dispatcher
+    if dispatcher is None:
+        raise NotFound("this server runs no local workers")
+    return dispatcher
+
+
+def _workers_of(dispatcher: "Dispatcher") -> LocalWorkers:
+    return LocalWorkers(
+        worker_id=dispatcher.worker_id,
+        processes=dispatcher.processes,
+        held_tasks=dispatcher.held(),
+    )
+
+
+@router.get("/workers", response_model=LocalWorkers, summary="The local workers")
+async def get_workers(request: Request, principal: PrincipalDep) -> LocalWorkers:
+    """The worker processes of this server (admins only)."""
+    return _workers_of(_local_workers(request, principal))
+
+
+@router.put("/workers", response_model=LocalWorkers, summary="Resize the local workers")
+async def put_workers(
+    body: LocalWorkersChange, request: Request, principal: PrincipalDep
+) -> LocalWorkers:
+    """Run this many worker processes from now on (admins only), without a restart: new
+    processes start at once."""
+    dispatcher = _local_workers(request, principal)
+    await run_in_threadpool(dispatcher.resize, body.processes)
+    return _workers_of(dispatcher)
+
+
 @router.get("/job-types", response_model=list[JobTypeInfo], summary="Job types")
 async def get_job_types(engine: EngineDep, principal: PrincipalDep) -> list[JobTypeInfo]:
     """The job types this service runs, with their parameters."""
@@ -422,8 +461,11 @@ def _validation_message(errors: list[Any]) -> str:
     return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg"))
 
 
-def create_app(engine: Engine, *, threads: int = 64) -> FastAPI:
-    """The native API app over ``engine`` (which the caller starts and closes)."""
+def create_app(
+    engine: Engine, *, dispatcher: "Dispatcher | None" = None, threads: int = 64
+) -> FastAPI:
+    """The native API app over ``engine`` (which the caller starts and closes), and over the
+    ``dispatcher`` of the server's local workers, if it has one."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -438,6 +480,7 @@ def create_app(engine: Engine, *, threads: int = 64) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.dispatcher = dispatcher
     app.include_router(router)
 
     @app.exception_handler(JobdeckError)
@@ -474,6 +517,6 @@ def create_app(engine: Engine, *, threads: int = 64) -> FastAPI:
     return app
 
 
-def create_asgi(engine: Engine) -> Any:
+def create_asgi(engine: Engine, *, dispatcher: "Dispatcher | None" = None) -> Any:
     """The app wrapped in the body limit, as uvicorn runs it."""
-    return BodyLimit(create_app(engine), MAX_BODY_BYTES)
+    return BodyLimit(create_app(engine, dispatcher=dispatcher), MAX_BODY_BYTES)
