@@ -51,3 +51,35 @@ def test_a_key_taken_between_look_up_and_insert_returns_the_first_jobs(
     # The writer goes on: the failed insert was rolled back to its savepoint only.
     assert engine.create_jobs(ALICE, [JobCreate(name="third")]).jobs[0].phase == "PENDING"
     assert count(database) == 2
+
+
+def test_jobs_of_a_batch_given_no_parameters_get_their_types_defaults(
+    engine: Engine, database: Database
+) -> None:
+    # Jobs of one type without parameters share the checked defaults within a batch: each
+    # still gets its type's own, whatever else the batch holds.
+    requests = [
+        JobCreate(job_type="sleep", start=True),
+        JobCreate(job_type="sleep", parameters={"seconds": 5}, start=True),
+        JobCreate(job_type="sleep"),
+        JobCreate(job_type="noop", start=True),
+        JobCreate(job_type="sleep", start=True),
+        JobCreate(name="own"),
+    ]
+    created = engine.create_jobs(ALICE, requests)
+    records = [engine.get_job(ALICE, ref.id) for ref in created.jobs]
+    seconds = [
+        r.parameters["seconds"].value if "seconds" in r.parameters else None for r in records
+    ]
+    assert seconds == [1.0, 5.0, 1.0, None, 1.0, None]
+    assert [r.phase for r in records] == [
+        "QUEUED",
+        "QUEUED",
+        "PENDING",
+        "QUEUED",
+        "QUEUED",
+        "PENDING",
+    ]
+    assert [sum(r.task_status_counts.values()) for r in records] == [1, 1, 0, 1, 1, 0]
+    assert records[3].parameters == {} and records[5].parameters == {}
+    assert (count(database), count(database, tasks)) == (6, 4)

@@ -234,6 +234,18 @@ _QUEUE_FIGURES = Prepared(
 )
 
 
+@dataclass
+class _Submission:
+    """What the jobs of one submission share: its time, its default destruction time, and
+    the checked defaults (and tasks) of each job type asked for without parameters."""
+
+    now: datetime
+    default_destruction: datetime
+    defaults: dict[tuple[str | None, bool], tuple[dict[str, Any], list[dict[str, Any]] | None]] = (
+        field(default_factory=dict)
+    )
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is asking: a user, and whether they are an admin (who sees every job)."""
@@ -443,9 +455,9 @@ class Engine:
         self, principal: Principal, requests: Sequence[JobCreate], idempotency_key: str | None
     ) -> Callable[[Tx], JobBatchCreated]:
         """The writer's operation that creates these jobs (checked and prepared here)."""
-        now = datetime.now().astimezone()
+        submission = self._submission()
         prepared = [
-            self._prepare(request, now, job_id)
+            self._prepare(request, submission, job_id)
             for request, job_id in zip(requests, new_job_ids(len(requests)), strict=True)
         ]
         if idempotency_key is None:
@@ -484,14 +496,33 @@ class Engine:
             return None
         return JobBatchCreated(jobs=[JobRef(id=row.id, phase=Phase(row.phase)) for row in found])
 
+    def _submission(self) -> _Submission:
+        now = datetime.now().astimezone()
+        return _Submission(now=now, default_destruction=self._destruction(None, now))
+
     def _prepare(
-        self, request: JobCreate, now: datetime, job_id: str
+        self, request: JobCreate, submission: _Submission, job_id: str
     ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
         """A new job's row (without what every job of its batch shares: see
         :meth:`_insert_jobs`) and its tasks' parameters (None until it is queued)."""
         job_type = self._job_type(request.job_type)
-        parameters = self._parameters(job_type, request.parameters)
-        tasks_ = job_type.expand_tasks(parameters) if job_type and request.start else None
+        if request.parameters:
+            parameters = self._parameters(job_type, request.parameters)
+            tasks_ = job_type.expand_tasks(parameters) if job_type and request.start else None
+        else:
+            # Jobs of a type given no parameters share its checked defaults and their tasks,
+            # made once a submission (nothing changes them once made).
+            key = (request.job_type, request.start)
+            shared = submission.defaults.get(key)
+            if shared is None:
+                defaults = self._parameters(job_type, {})
+                expanded = job_type.expand_tasks(defaults) if job_type and request.start else None
+                shared = submission.defaults[key] = (defaults, expanded)
+            parameters, tasks_ = shared
+        if request.destruction_time is None:
+            destruction = submission.default_destruction
+        else:
+            destruction = self._destruction(request.destruction_time, submission.now)
         duration = request.execution_duration
         if duration is None:
             duration = job_type.execution_duration if job_type else 0
@@ -502,7 +533,7 @@ class Engine:
             "job_type": request.job_type,
             "run_id": request.run_id,
             "priority": request.priority,
-            "destruction_time": self._destruction(request.destruction_time, now),
+            "destruction_time": destruction,
             "execution_duration": self._duration(duration),
             "parameters": parameters,
             "json_parameters": request.json_parameters,
@@ -836,8 +867,7 @@ class Engine:
             max_retries_per_task=source.max_retries_per_task,
             max_failed_tasks=source.max_failed_tasks,
         )
-        now = datetime.now().astimezone()
-        row, job_tasks = self._prepare(request, now, new_job_id())
+        row, job_tasks = self._prepare(request, self._submission(), new_job_id())
         row["source_job_id"] = source.id
         created = self.writer.run(
             lambda tx: self._insert_jobs(tx, principal.user, [(row, job_tasks)])
