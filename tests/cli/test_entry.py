@@ -54,3 +54,27 @@ def test_the_service_commands_start_without_the_client_commands() -> None:
     )
     assert "--workers" in done.stdout  # serve's own help
     assert done.stdout.strip().splitlines()[-1] == "False False"
+
+
+SERVICE_MODULES = """
+import sys
+import typer.main
+from jobdeck.cli.main import service_app
+typer.main.get_command(service_app())
+import jobdeck.doors.native.app, jobdeck.engine.maintenance, jobdeck.service
+import jobdeck.worker.dispatcher, uvicorn
+print(sorted(name for name in sys.modules if name.split(".")[0] == "rich"))
+"""
+
+
+def test_a_service_runs_without_rich() -> None:
+    # What serve and worker import (its own lines are plain click output): Rich alone cost
+    # a start some 30 ms here.
+    done = subprocess.run(
+        [sys.executable, "-c", SERVICE_MODULES],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
