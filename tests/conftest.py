@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -94,12 +95,15 @@ def engine(database: Database, settings: EngineSettings) -> Iterator[Engine]:
 class Server:
     """A real uvicorn server on a loopback port, in a thread."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, dispatcher: Any = None) -> None:
         self.engine = engine
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_asgi(engine), host="127.0.0.1", port=self.port, log_level="warning"
+            create_asgi(engine, dispatcher=dispatcher),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -17,6 +17,7 @@ from jobdeck.client import (
     Client,
     Conflict,
     ConnectionFailed,
+    Forbidden,
     NotFound,
     ServiceUnavailable,
     Unauthorized,
@@ -25,9 +26,18 @@ from jobdeck.client import (
 )
 from jobdeck.client.config import api_base
 from jobdeck.domain.phases import Phase
-from jobdeck.domain.records import CompleteRequest, JobRecord, JobSummary, LogEntry, ResultRef
+from jobdeck.domain.records import (
+    CompleteRequest,
+    JobRecord,
+    JobSummary,
+    LocalWorkers,
+    LogEntry,
+    ResultRef,
+)
 from jobdeck.engine.engine import Engine, LogLine, Principal
 from jobdeck.store.schema import jobs
+from jobdeck.worker.dispatcher import Dispatcher
+from jobdeck.worker.pool import ProcessPool
 
 
 class CountingTransport(httpx.HTTPTransport):
@@ -335,3 +345,32 @@ def test_async_client(server: Server, tmp_path: Path) -> None:
                 await down.get(job.id)
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+
+
+def test_both_clients_resize_the_servers_local_workers(engine: Engine) -> None:
+    dispatcher = Dispatcher(engine, ProcessPool(0, engine.job_types), worker_id="local")
+    dispatcher.start()
+    server = Server(engine, dispatcher)
+    server.start()
+    try:
+        admin = engine.create_token("root", admin=True)
+        with Client(server.url, admin) as client:
+            assert client.workers() == LocalWorkers(worker_id="local", processes=0, held_tasks=0)
+            assert client.set_workers(1).processes == 1
+            job = client.create(job_type="noop", start=True)
+            assert client.wait(job.id, timeout=20).phase is Phase.COMPLETED
+            with pytest.raises(ValidationFailed):
+                client.set_workers(-1)
+
+        async def scenario() -> None:
+            async with AsyncClient(server.url, admin) as client:
+                assert (await client.set_workers(0)).processes == 0
+                assert (await client.workers()).processes == 0
+            async with AsyncClient(server.url, engine.create_token("alice")) as alice:
+                with pytest.raises(Forbidden):
+                    await alice.workers()
+
+        asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    finally:
+        server.stop()
+        dispatcher.stop(timeout=5)

@@ -202,9 +202,14 @@ def build_job_create(
             max_failed_tasks=max_failed_tasks,
         )
     except PydanticValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise _invalid(f"{where}: {first['msg']}", error.errors()) from None
+        raise _refused(error) from None
+
+
+def _refused(error: PydanticValidationError) -> ValidationFailed:
+    """A request body that failed its check here, as the server would refuse it."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return _invalid(f"{where}: {first['msg']}", error.errors())
 
 
 def _invalid(message: str, errors: Any) -> ValidationFailed:
@@ -293,7 +298,10 @@ def local_workers() -> Call[LocalWorkers]:
 
 def resize_local_workers(processes: int) -> Call[LocalWorkers]:
     """PUT /workers (admins only)."""
-    body = LocalWorkersChange(processes=processes)
+    try:
+        body = LocalWorkersChange(processes=processes)
+    except PydanticValidationError as error:
+        raise _refused(error) from None
     return Call("PUT", "/workers", model_parser(LocalWorkers), body=body)
 
 
