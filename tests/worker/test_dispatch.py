@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from jobdeck.domain.errors import Conflict
 from jobdeck.domain.jobtypes import JobType, ParameterSpec
 from jobdeck.domain.phases import FINAL_PHASES
 from jobdeck.domain.records import JobCreate, JobRecord
@@ -297,3 +298,11 @@ def test_fewer_processes_give_waiting_tasks_back_to_the_queue(
             assert [e.status for e in record.timeline].count("EXECUTING") == 1
     finally:
         dispatcher.stop(timeout=5)
+
+
+def test_a_stopped_dispatcher_refuses_to_resize(engine: Engine) -> None:
+    dispatcher = Dispatcher(engine, ProcessPool(0, engine.job_types), worker_id="stopped")
+    dispatcher.start()
+    dispatcher.stop(timeout=5)
+    with pytest.raises(Conflict):
+        dispatcher.resize(1)

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import Future
 from datetime import UTC, datetime
 
+from jobdeck.domain.errors import Conflict
 from jobdeck.domain.records import JobError
 from jobdeck.engine.engine import ClaimedTask, Engine, LogLine, TaskOutcome
 from jobdeck.engine.writer import Changes
@@ -118,6 +119,8 @@ class Dispatcher:
     def resize(self, processes: int) -> None:
         """Run ``processes`` worker processes from now on (see :meth:`ProcessPool.resize`);
         the tasks that waited for a process go back to the queue."""
+        if self._stop.is_set():
+            raise Conflict("the server's workers are stopping")
         dropped = self._pool.resize(processes)
         with self._lock:
             self._given_back.extend(dropped)
