@@ -637,7 +637,8 @@ def workers(
     if as_json:
         print_json(dump(local))
     else:
-        typer.echo(f"{local.processes} worker processes, {local.held_tasks} tasks held")
+        plural = "" if local.processes == 1 else "es"
+        typer.echo(f"{local.processes} worker process{plural}, {local.held_tasks} tasks held")
 
 
 def register(app: typer.Typer) -> None:
