@@ -121,7 +121,10 @@ class Dispatcher:
         the tasks that waited for a process go back to the queue."""
         if self._stop.is_set():
             raise Conflict("the server's workers are stopping")
+        before = self._pool.size
         dropped = self._pool.resize(processes)
+        given_back = len(dropped)
+        log.info("worker processes: %d -> %d (%d tasks given back)", before, processes, given_back)
         with self._lock:
             self._given_back.extend(dropped)
             self._maybe_more = True  # a grown pool has room
