@@ -507,17 +507,14 @@ class Engine:
         :meth:`_insert_jobs`) and its tasks' parameters (None until it is queued)."""
         job_type = self._job_type(request.job_type)
         if request.parameters:
-            parameters = self._parameters(job_type, request.parameters)
-            tasks_ = job_type.expand_tasks(parameters) if job_type and request.start else None
+            parameters, tasks_ = self._checked(job_type, request.parameters, request.start)
         else:
             # Jobs of a type given no parameters share its checked defaults and their tasks,
             # made once a submission (nothing changes them once made).
             key = (request.job_type, request.start)
             shared = submission.defaults.get(key)
             if shared is None:
-                defaults = self._parameters(job_type, {})
-                expanded = job_type.expand_tasks(defaults) if job_type and request.start else None
-                shared = submission.defaults[key] = (defaults, expanded)
+                shared = submission.defaults[key] = self._checked(job_type, {}, request.start)
             parameters, tasks_ = shared
         if request.destruction_time is None:
             destruction = submission.default_destruction
@@ -557,6 +554,14 @@ class Engine:
                 known_types=sorted(self.job_types),
             )
         return job_type
+
+    def _checked(
+        self, job_type: JobType | None, raw: dict[str, Any], start: bool
+    ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        """A job's checked parameters, and its tasks' (None until it is queued)."""
+        parameters = self._parameters(job_type, raw)
+        tasks_ = job_type.expand_tasks(parameters) if job_type and start else None
+        return parameters, tasks_
 
     @staticmethod
     def _parameters(job_type: JobType | None, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
