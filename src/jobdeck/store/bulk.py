@@ -94,7 +94,9 @@ class BulkInsert:
                 shared[name] = convert(values[0])
                 continue
             values = _converted(values, convert, memo)
-            if varying and values.count(values[0]) == len(values):  # e.g. each job's own {}
+            # Equal documents that are distinct objects (each job's own {}) convert alike;
+            # other values that differ before converting differ after.
+            if varying and memo == "object" and values.count(values[0]) == len(values):
                 shared[name] = values[0]
             else:
                 varying[name] = values
