@@ -185,23 +185,33 @@ class _Jobdeck(Peer):
         node) against the API-only server's PostgreSQL."""
         rates: dict[str, float] = {}
         for nodes in (1, 2, 4):
-            base = self.completed()
-            for start in range(0, jobs, 1000):
-                self.submit_bulk(min(1000, jobs - start))
+            target = self._queue(jobs)
             began = time.monotonic()
             for index in range(nodes):
                 args = [*python_tool("jobdeck"), "worker", "--db", str(self.db_url)]
                 args += ["--data-dir", str(self.data_dir), "--workers", "1"]
                 self.workers.append(spawn(f"scale{nodes}-{index}", args, self.work_dir))
-            deadline = time.monotonic() + max(60.0, jobs / 25)
-            while self.completed() < base + jobs:
-                if time.monotonic() > deadline:
-                    raise PeerFailed(f"scale-out with {nodes} workers did not finish in time")
-                self.check_workers()
-                time.sleep(0.02)
-            rates[str(nodes)] = jobs / (time.monotonic() - began)
+            seconds = self._drain(target, jobs, began, f"scale-out with {nodes} workers")
+            rates[str(nodes)] = jobs / seconds
             self.stop_workers()
         return rates
+
+    def _queue(self, jobs: int) -> int:
+        """Queue ``jobs`` more no-op jobs, 1,000 a batch; the completed count to wait for."""
+        target = self.completed() + jobs
+        for start in range(0, jobs, 1000):
+            self.submit_bulk(min(1000, jobs - start))
+        return target
+
+    def _drain(self, target: int, jobs: int, began: float, what: str) -> float:
+        """Seconds from ``began`` until ``target`` jobs show completed (``jobs`` of them new)."""
+        deadline = began + max(60.0, jobs / 25)
+        while self.completed() < target:
+            if time.monotonic() > deadline:
+                raise PeerFailed(f"{what} did not finish in time")
+            self.check_workers()
+            time.sleep(0.02)
+        return time.monotonic() - began
 
     def _embedded(self, jobs: int) -> dict[str, Any]:
         """Submission one at a time through the embedded Python API
@@ -345,19 +355,11 @@ class JobdeckSqlite(_Jobdeck):
         """N jobs queued on the server without workers, which is then stopped; completed
         jobs/s from the start of ``jobdeck serve --workers W`` (its imports, its store, its
         web stack, its worker processes) to the last completion seen."""
-        base = self.completed()
-        for start in range(0, jobs, 1000):
-            self.submit_bulk(min(1000, jobs - start))
+        target = self._queue(jobs)
         self._stop_server()
         began = time.monotonic()
         self._serve(workers)
-        deadline = began + max(60.0, jobs / 25)
-        while self.completed() < base + jobs:
-            if time.monotonic() > deadline:
-                raise PeerFailed("the cold-start drain did not finish in time")
-            self.check_workers()
-            time.sleep(0.02)
-        rate = jobs / (time.monotonic() - began)
+        rate = jobs / self._drain(target, jobs, began, "the cold-start drain")
         self._stop_server()
         self._serve(0)
         return rate
