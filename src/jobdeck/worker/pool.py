@@ -503,14 +503,10 @@ class ProcessPool:
             task.deadline = None
         self._backlog.extendleft(task.assignment.task_id for task in reversed(tasks))
         child.sent.clear()
-        if child.draining:
+        if child.draining:  # taken out of the pool: it has no place to fill again
             self._draining.remove(child)
-            self._fill()
-            self._changed.notify_all()
-            return
-        slot = self._children.index(child)
-        if self._state != "running":
-            self._children[slot] = None
+        elif self._state != "running":
+            self._children[self._children.index(child)] = None
         elif lost and now - child.spawned_at < RESPAWN_DELAY:
             log.error(
                 "worker process %d died %.1f s after its start; replacing it in %.0f s",
@@ -518,10 +514,11 @@ class ProcessPool:
                 now - child.spawned_at,
                 RESPAWN_DELAY,
             )
+            slot = self._children.index(child)
             self._children[slot] = None
             self._respawn_at[slot] = now + RESPAWN_DELAY
         else:
-            self._replace(slot)
+            self._replace(self._children.index(child))
         self._fill()
         self._changed.notify_all()
 
