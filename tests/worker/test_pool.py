@@ -600,7 +600,7 @@ def test_accounting_of_slots(make_pool: MakePool, tmp_path: Path) -> None:
     assert pool.free_slots() == 8 and pool.running() == []
 
 
-def ran_on(tmp_path: Path, assignments: list[TaskAssignment]) -> set[int]:
+def ran_on(assignments: list[TaskAssignment]) -> set[int]:
     """The worker processes that ran these ``pid`` tasks (each writes its pid as its result)."""
     return {int(json.loads((Path(a.results_dir) / "result.json").read_text())) for a in assignments}
 
@@ -618,7 +618,7 @@ def test_resize_grows_the_pool_at_once(make_pool: MakePool, tmp_path: Path) -> N
     pool.submit(naps + pids)
     done = events.wait_finished([t.task_id for t in naps + pids])
     assert all(f.ok for f in done.values())
-    assert ran_on(tmp_path, pids) <= grown
+    assert ran_on(pids) <= grown
 
 
 def test_resize_shrinks_after_running_tasks_finish(make_pool: MakePool, tmp_path: Path) -> None:
@@ -641,7 +641,7 @@ def test_resize_shrinks_after_running_tasks_finish(make_pool: MakePool, tmp_path
     more = [task("pid", tmp_path / f"p{i}") for i in range(3)]
     pool.submit(more)
     assert all(f.ok for f in events.wait_finished([t.task_id for t in more]).values())
-    assert ran_on(tmp_path, more) == worker_pids()
+    assert ran_on(more) == worker_pids()
 
 
 def test_a_pool_of_no_processes_takes_no_tasks_until_resized(tmp_path: Path) -> None:
