@@ -1,11 +1,15 @@
 """Job counts by phase: what each principal may see, after every kind of change."""
 
+from datetime import UTC, datetime, timedelta
+
+import pytest
 from sqlalchemy import Engine as Database
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from jobdeck.domain.records import JobCreate
-from jobdeck.engine.engine import Engine, Principal
-from jobdeck.store.schema import jobs
+from jobdeck.engine import engine as engine_module
+from jobdeck.engine.engine import Engine, Principal, TaskOutcome
+from jobdeck.store.schema import job_counts, jobs
 
 ALICE, BOB, ROOT = Principal("alice"), Principal("bob"), Principal("root", admin=True)
 
@@ -40,3 +44,47 @@ def test_stats_follow_every_change(engine: Engine, database: Database) -> None:
     assert engine.stats(ALICE) == counted(database, "alice")
     assert engine.stats(BOB) == counted(database, "bob")
     assert engine.stats(ROOT) == counted(database)
+
+    # Tasks that finish (one job completes, one fails), in the claim's transaction and alone.
+    running = engine.claim_tasks("w1", 0)
+    claimed = [task.task_seq for task in engine.claim_tasks("w2", 2)]
+    engine.claim_tasks("w2", 0, finished=[TaskOutcome(claimed[0], "w2", ok=True)])
+    engine.finish_tasks([TaskOutcome(claimed[1], "w2", ok=False)], worker_id="w2").result()
+    assert running == []
+    assert engine.stats(ROOT) == counted(database)
+    assert engine.stats(ROOT)["COMPLETED"] == 1 and engine.stats(ROOT)["ERROR"] == 1
+
+    # Archived past their destruction time; a copy; a batch of both kinds.
+    with database.begin() as conn:
+        past = datetime.now(UTC) - timedelta(days=1)
+        conn.execute(update(jobs).where(jobs.c.phase == "ABORTED").values(destruction_time=past))
+    assert engine.archive_expired() == 1
+    engine.copy_job(ALICE, queued[1])
+    engine.create_jobs(ALICE, [JobCreate(), JobCreate(start=True)])
+    assert engine.stats(ROOT)["ARCHIVED"] == 1
+    for who, owner in ((ROOT, None), (ALICE, "alice"), (BOB, "bob")):
+        assert engine.stats(who) == counted(database, owner)
+
+
+def test_counts_fold_into_one_row_each(engine: Engine, database: Database) -> None:
+    for _ in range(5):
+        submit(engine, ALICE, start=True)
+    engine.claim_tasks("w1", 2)
+    before = engine.stats(ROOT)
+    engine.compact_counts()
+    assert engine.stats(ROOT) == before == counted(database)
+    with database.connect() as conn:
+        rows = conn.execute(select(job_counts.c.phase, job_counts.c.n)).all()
+    assert sorted(rows) == [("EXECUTING", 2), ("QUEUED", 3)]
+
+
+def test_a_read_of_piled_up_counts_folds_them(
+    engine: Engine, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "COUNT_ROWS_FOLDED_AT", 2)
+    for _ in range(4):  # on PostgreSQL, four rows of changes
+        submit(engine, ALICE, start=True)
+    assert engine.stats(ALICE) == {"QUEUED": 4}
+    engine.writer.run(lambda tx: None)  # after the fold the read handed to the writer
+    with database.connect() as conn:
+        assert conn.execute(select(job_counts.c.phase, job_counts.c.n)).all() == [("QUEUED", 4)]

@@ -8,6 +8,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine as Database
 from sqlalchemy import inspect, text
 
+from jobdeck.domain.records import JobCreate
+from jobdeck.engine.engine import Engine, Principal
 from jobdeck.store.database import HEAD_REVISION, MIGRATIONS, current_revision
 from jobdeck.store.schema import metadata
 
@@ -84,3 +86,24 @@ def test_head_revision_is_alembics_newest(database: Database) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
     assert current_revision(database) == HEAD_REVISION
+
+
+def test_job_counts_start_from_the_jobs_already_stored(engine: Engine, database: Database) -> None:
+    """Upgraded to 0002 with jobs stored, the counts are theirs; and they follow from then on."""
+    from alembic import command
+    from alembic.config import Config
+
+    owner = Principal("alice")
+    engine.create_jobs(owner, [JobCreate(), JobCreate(start=True), JobCreate(start=True)])
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    for revision in ("0001", "head"):
+        with database.begin() as connection:
+            config.attributes["connection"] = connection
+            (command.downgrade if revision == "0001" else command.upgrade)(config, revision)
+        if revision == "0001":
+            assert "job_counts" not in inspect(database).get_table_names()
+    assert current_revision(database) == HEAD_REVISION
+    assert engine.stats(owner) == {"PENDING": 1, "QUEUED": 2}
+    engine.create_jobs(owner, [JobCreate(start=True)])
+    assert engine.stats(owner) == {"PENDING": 1, "QUEUED": 3}

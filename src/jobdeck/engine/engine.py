@@ -35,6 +35,7 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    text,
     union_all,
     update,
 )
@@ -83,6 +84,7 @@ from jobdeck.store.database import is_sqlite
 from jobdeck.store.driver import Prepared
 from jobdeck.store.schema import (
     fixed,
+    job_counts,
     job_logs,
     job_notes,
     job_results,
@@ -199,6 +201,22 @@ _DETAILS = Prepared(
         .group_by(tasks.c.state),
     ).order_by(literal_column("what"), literal_column("seq"))
 )
+
+
+COUNT_ROWS_FOLDED_AT = 10_000
+"""Rows of job counts above which a read of the counts has them folded
+(:meth:`Engine.compact_counts`): the rows of changes PostgreSQL's triggers add."""
+
+_FOLD_COUNTS = text(
+    "WITH gone AS (DELETE FROM job_counts RETURNING owner, phase, n)"
+    " INSERT INTO job_counts (owner, phase, n)"
+    " SELECT owner, phase, sum(n) FROM gone GROUP BY owner, phase HAVING sum(n) <> 0"
+)
+
+
+def _log_fold_failure(future: "Future[None]") -> None:
+    if future.exception() is not None:
+        log.error("folding the job counts failed", exc_info=future.exception())
 
 
 QUEUE_POSITION_CAP = 1_000
@@ -608,6 +626,7 @@ class Engine:
         }
         # PostgreSQL returns the new keys; SQLite's are read off its last one (new_seqs).
         returned = _INSERT_JOBS.execute(tx.conn, rows, shared)
+        self._statements.count_new(tx.conn, owner, Counter(row["phase"] for row in rows))
         ids = [row["id"] for row in rows]
         seqs = dict(returned if returned is not None else self._statements.new_seqs(tx.conn, ids))
         self._insert_tasks(
@@ -1662,10 +1681,30 @@ class Engine:
         )
 
     def stats(self, principal: Principal) -> dict[str, int]:
-        """How many jobs the principal can see, by phase."""
-        query = self._visible(principal, select(jobs.c.phase, func.count()).group_by(jobs.c.phase))
+        """How many jobs the principal can see, by phase: a read of the kept counts
+        (``job_counts``), not a count of the jobs. Where their rows of changes have piled up
+        (PostgreSQL, with no ``jobdeck serve`` to fold them), they are folded after."""
+        query = select(job_counts.c.phase, func.sum(job_counts.c.n), func.count()).group_by(
+            job_counts.c.phase
+        )
+        if not principal.admin:
+            query = query.where(job_counts.c.owner == principal.user)
         with self._reads.connect() as conn:
-            return {phase: count for phase, count in conn.execute(query)}
+            rows = conn.execute(query).all()
+        if not self._sqlite and sum(count for _phase, _n, count in rows) > COUNT_ROWS_FOLDED_AT:
+            self.writer.submit(self._compacting).add_done_callback(_log_fold_failure)
+        return {phase: int(n) for phase, n, _count in rows if n}
+
+    def compact_counts(self) -> None:
+        """Fold the rows of changes of the job counts into one per owner and phase
+        (PostgreSQL; SQLite keeps one row each already)."""
+        if not self._sqlite:
+            self.writer.run(self._compacting)
+
+    @staticmethod
+    def _compacting(tx: Tx) -> None:
+        # One statement: rows added meanwhile by others are not in its snapshot, and stay.
+        tx.conn.execute(_FOLD_COUNTS)
 
     def result_file(
         self, principal: Principal, job_id: str, result_id: str

@@ -1,4 +1,5 @@
-"""Periodic upkeep: rescue tasks whose worker died, archive jobs past destruction time.
+"""Periodic upkeep: rescue tasks whose worker died, fold the job counts' rows of changes,
+archive jobs past destruction time.
 
 Both are guarded updates, so every process that runs this may do so at once without harm.
 """
@@ -39,6 +40,7 @@ class Maintenance:
         while not self._stop.wait(self._rescue_every):
             try:
                 self._engine.rescue_lapsed()
+                self._engine.compact_counts()
                 since_archive += self._rescue_every
                 if since_archive >= self._archive_every:
                     since_archive = 0.0

@@ -226,6 +226,17 @@ job_logs = Table(
     Index("ix_job_logs_job", "job_seq", "seq"),
 )
 
+# How many jobs each owner has in each phase: the sum of ``n`` over the owner's and phase's
+# rows. Triggers on jobs keep it (migration 0002): on SQLite one row each (its key is
+# (owner, phase)), on PostgreSQL rows of changes until Engine.compact_counts folds them.
+job_counts = Table(
+    "job_counts",
+    metadata,
+    Column("owner", String(128), nullable=False),
+    Column("phase", String(16), nullable=False),
+    Column("n", BigInteger, nullable=False),
+)
+
 tokens = Table(
     "tokens",
     metadata,

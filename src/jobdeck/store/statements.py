@@ -12,7 +12,7 @@ Everything else the engine writes still goes through SQLAlchemy Core.
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -94,6 +94,14 @@ WHERE seq {{in_seqs}}
 RETURNING id, phase
 """
 
+# New jobs join their owner's count of their phase: in place on SQLite; on PostgreSQL as a
+# row of changes, as its triggers add them (see migration 0002).
+_COUNT_NEW = {
+    "sqlite": "INSERT INTO job_counts (owner, phase, n) VALUES (:owner, :phase, :n)"
+    " ON CONFLICT (owner, phase) DO UPDATE SET n = n + excluded.n",
+    "postgresql": "INSERT INTO job_counts (owner, phase, n) VALUES (:owner, :phase, :n)",
+}
+
 # The guards on phase and state are written on PostgreSQL so that they cannot match the
 # predicate of a partial index (``ix_jobs_queue``, ``ix_tasks_lease``): with statistics that
 # predate a large submission, its planner otherwise reads every queued job through that index
@@ -165,6 +173,7 @@ class HotStatements:
         self._seq_by_id = sql(_SEQ_BY_ID)
         self._succeed_tasks = sql(_SUCCEED_TASKS)
         self._count_finished = sql(_COUNT_FINISHED)
+        self._count_new = sql(_COUNT_NEW[dialect.name])
 
     # -- values as each driver takes and returns them
 
@@ -206,6 +215,12 @@ class HotStatements:
                 return list(zip(ids, range(first, last + 1), strict=True))
         rows = run(conn, self._seqs_by_id, {"ids": self._ids(ids)})
         return [(job_id, seq) for job_id, seq in rows]
+
+    def count_new(self, conn: Connection, owner: str, phases: Mapping[Phase, int]) -> None:
+        """Add new jobs of ``owner`` (so many of each phase) to the job counts: the engine
+        counts the jobs it inserts; triggers count the changes after (migration 0002)."""
+        for phase, n in phases.items():
+            run(conn, self._count_new, {"owner": owner, "phase": phase.value, "n": n})
 
     def claim(
         self,
