@@ -353,6 +353,58 @@ def test_blocking_get_times_out_and_skips_final_jobs(alice: httpx.Client) -> Non
     assert time.monotonic() - started < 1
 
 
+def test_create_and_wait_answers_once_the_job_has_run(alice: httpx.Client) -> None:
+    def drive() -> None:
+        job_id = alice.get("/jobs").json()["jobs"][0]["id"]
+        alice.post(f"/jobs/{job_id}/start", json={})  # EXECUTING: still under way
+        time.sleep(0.4)
+        alice.post(f"/jobs/{job_id}/complete", json={})
+
+    driver = threading.Timer(0.4, drive)
+    driver.start()
+    started = time.monotonic()
+    response = alice.post("/jobs", json={"start": True}, params={"wait": 8})
+    elapsed = time.monotonic() - started
+    driver.join()
+    assert response.status_code == 201, response.text
+    record = response.json()
+    assert response.headers["Location"].endswith(f"/jobs/{record['id']}")
+    assert record["phase"] == "COMPLETED"
+    assert [e["status"] for e in record["timeline"]] == [
+        "PENDING",
+        "QUEUED",
+        "EXECUTING",
+        "COMPLETED",
+    ]
+    assert 0.7 < elapsed < 5
+
+
+def test_create_and_wait_times_out_and_skips_jobs_not_under_way(alice: httpx.Client) -> None:
+    started = time.monotonic()
+    queued = alice.post("/jobs", json={"start": True}, params={"wait": 1})
+    assert queued.status_code == 201 and queued.json()["phase"] == "QUEUED"
+    assert 0.9 < time.monotonic() - started < 4
+    started = time.monotonic()
+    pending = alice.post("/jobs", json={}, params={"wait": 5})
+    assert pending.status_code == 201 and pending.json()["phase"] == "PENDING"
+    assert time.monotonic() - started < 1
+    refused = alice.post("/jobs", json={}, params={"wait": -1})
+    assert refused.status_code == 422 and "wait" in refused.json()["message"]
+
+
+def test_create_and_wait_with_an_idempotency_key_waits_on_the_first_job(
+    alice: httpx.Client,
+) -> None:
+    key = {"Idempotency-Key": "once"}
+    first = alice.post("/jobs", json={"start": True}, headers=key).json()
+    threading.Timer(0.4, lambda: alice.post(f"/jobs/{first['id']}/abort")).start()
+    started = time.monotonic()
+    again = alice.post("/jobs", json={"start": True}, headers=key, params={"wait": 8})
+    assert again.json()["id"] == first["id"]
+    assert again.json()["phase"] == "ABORTED"
+    assert 0.2 < time.monotonic() - started < 5
+
+
 def test_stats_and_openapi(alice: httpx.Client, server: Server) -> None:
     create(alice)
     create(alice, start=True)

@@ -359,11 +359,16 @@ def test_both_clients_resize_the_servers_local_workers(engine: Engine) -> None:
             assert client.set_workers(1).processes == 1
             job = client.create(job_type="noop", start=True)
             assert client.wait(job.id, timeout=20).phase is Phase.COMPLETED
+            # Submitted and run in one request.
+            ran = client.create(job_type="noop", start=True, wait=20)
+            assert ran.phase is Phase.COMPLETED
             with pytest.raises(ValidationFailed):
                 client.set_workers(-1)
 
         async def scenario() -> None:
             async with AsyncClient(server.url, admin) as client:
+                ran = await client.create(job_type="noop", start=True, wait=20)
+                assert ran.phase is Phase.COMPLETED
                 assert (await client.set_workers(0)).processes == 0
                 assert (await client.workers()).processes == 0
             async with AsyncClient(server.url, engine.create_token("alice")) as alice:

@@ -148,6 +148,7 @@ class AsyncClient:
         max_retries_per_task: int = 0,
         max_failed_tasks: int = 0,
         idempotency_key: str | None = None,
+        wait: float | None = None,
     ) -> JobRecord:
         """Create a job; see :meth:`jobdeck.client.Client.create`."""
         request = calls.build_job_create(
@@ -163,7 +164,8 @@ class AsyncClient:
             max_retries_per_task=max_retries_per_task,
             max_failed_tasks=max_failed_tasks,
         )
-        return await self._send(calls.create_job(request, idempotency_key=idempotency_key))
+        call = calls.create_job(request, idempotency_key=idempotency_key, wait=wait)
+        return await self._send(call)
 
     async def get(self, job_id: str, *, wait: float | None = None) -> JobRecord:
         """The record of a job; see :meth:`jobdeck.client.Client.get`."""

@@ -216,10 +216,21 @@ def _invalid(message: str, errors: Any) -> ValidationFailed:
     return ValidationFailed(message, code="validation_failed", detail={"errors": errors})
 
 
-def create_job(request: JobCreate, *, idempotency_key: str | None = None) -> Call[JobRecord]:
-    """POST /jobs."""
+def create_job(
+    request: JobCreate, *, idempotency_key: str | None = None, wait: float | None = None
+) -> Call[JobRecord]:
+    """POST /jobs; with ``wait``, the answer comes once the job has run (or the wait ends)."""
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-    return Call("POST", "/jobs", model_parser(JobRecord), body=request, headers=headers)
+    params: QueryParams | None = [("wait", wait)] if wait else None
+    return Call(
+        "POST",
+        "/jobs",
+        model_parser(JobRecord),
+        params=params,
+        body=request,
+        headers=headers,
+        extra_timeout=wait or 0,
+    )
 
 
 def get_job(job_id: str, *, wait: float | None = None) -> Call[JobRecord]:

@@ -149,9 +149,14 @@ class Client:
         max_retries_per_task: int = 0,
         max_failed_tasks: int = 0,
         idempotency_key: str | None = None,
+        wait: float | None = None,
     ) -> JobRecord:
         """Create a job (queued at once with ``start=True``); ``job_type=None`` makes a job you
-        drive yourself with :meth:`start`, :meth:`complete` and :meth:`fail`."""
+        drive yourself with :meth:`start`, :meth:`complete` and :meth:`fail`.
+
+        With ``wait`` (seconds; the server caps it), the answer comes once the job has run
+        (it is no longer QUEUED or EXECUTING) or the wait is over: a short job's outcome in
+        one request. Its record then tells which."""
         request = calls.build_job_create(
             job_type,
             parameters=parameters,
@@ -165,7 +170,8 @@ class Client:
             max_retries_per_task=max_retries_per_task,
             max_failed_tasks=max_failed_tasks,
         )
-        return self._send(calls.create_job(request, idempotency_key=idempotency_key))
+        call = calls.create_job(request, idempotency_key=idempotency_key, wait=wait)
+        return self._send(call)
 
     def get(self, job_id: str, *, wait: float | None = None) -> JobRecord:
         """The record of a job; with ``wait``, first block up to that many seconds (the server

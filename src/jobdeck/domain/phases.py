@@ -65,6 +65,10 @@ ACTIVE_PHASES = frozenset(
 
 FINAL_PHASES = frozenset({Phase.COMPLETED, Phase.ERROR, Phase.ABORTED, Phase.ARCHIVED})
 
+UNDER_WAY_PHASES = frozenset({Phase.QUEUED, Phase.EXECUTING})
+"""Phases a started job leaves without anyone acting on it (what a submission that waits for
+its job to run waits on): a PENDING, HELD or SUSPENDED job waits for someone."""
+
 Actor = Literal["client", "service"]
 
 _CLIENT_TRANSITIONS: dict[Phase, frozenset[Phase]] = {

@@ -49,6 +49,7 @@ from jobdeck.domain.parameters import typed
 from jobdeck.domain.phases import (
     ACTIVE_PHASES,
     FINAL_PHASES,
+    UNDER_WAY_PHASES,
     Phase,
     Status,
     TaskState,
@@ -449,17 +450,21 @@ class Engine:
         requests: Sequence[JobCreate],
         *,
         idempotency_key: str | None = None,
+        job_ids: Sequence[str] | None = None,
     ) -> JobBatchCreated:
         """:meth:`create_jobs` for async code: the event loop waits for the writer's commit
         itself. (Through a thread of the threadpool, a submission crossed two more threads.)
         A large batch is checked and prepared in a thread: on the event loop, 10,000 jobs
-        would hold every other request for tens of milliseconds."""
+        would hold every other request for tens of milliseconds. ``job_ids``: the new jobs'
+        ids, made by the caller (:func:`jobdeck.domain.ids.new_job_ids`)."""
         if len(requests) > PREPARED_ON_LOOP:
             from anyio.to_thread import run_sync
 
-            operation = await run_sync(self._creation, principal, requests, idempotency_key)
+            operation = await run_sync(
+                self._creation, principal, requests, idempotency_key, job_ids
+            )
         else:
-            operation = self._creation(principal, requests, idempotency_key)
+            operation = self._creation(principal, requests, idempotency_key, job_ids)
         return await asyncio.wrap_future(self.writer.submit(operation))
 
     def create_job(
@@ -470,13 +475,18 @@ class Engine:
         return self.get_job(principal, created.jobs[0].id)
 
     def _creation(
-        self, principal: Principal, requests: Sequence[JobCreate], idempotency_key: str | None
+        self,
+        principal: Principal,
+        requests: Sequence[JobCreate],
+        idempotency_key: str | None,
+        job_ids: Sequence[str] | None = None,
     ) -> Callable[[Tx], JobBatchCreated]:
         """The writer's operation that creates these jobs (checked and prepared here)."""
         submission = self._submission()
+        ids = new_job_ids(len(requests)) if job_ids is None else job_ids
         prepared = [
             self._prepare(request, submission, job_id)
-            for request, job_id in zip(requests, new_job_ids(len(requests)), strict=True)
+            for request, job_id in zip(requests, ids, strict=True)
         ]
         if idempotency_key is None:
             return lambda tx: self._insert_jobs(tx, principal.user, prepared)
@@ -1776,27 +1786,75 @@ class Engine:
 
     async def get_job_waiting(self, principal: Principal, job_id: str, *, wait: float) -> JobRecord:
         """The record of a job; while it is active, first wait up to ``wait`` seconds (capped)
-        for its phase to change.
-
-        The watch is set before the first read, so that a change between the two is not
-        missed. Each wake-up reads the record again (other changes to the job wake it too),
-        and so does the end of the wait: not every change wakes (a task's progress does not).
-        """
+        for its phase to change."""
         deadline = time.monotonic() + min(wait, self.settings.wait_cap)
         with self.notifier.watch_job(job_id) as changed:
+            return await self._job_when(principal, job_id, changed, deadline)
+
+    async def create_job_waiting(
+        self,
+        principal: Principal,
+        request: JobCreate,
+        *,
+        wait: float,
+        idempotency_key: str | None = None,
+    ) -> JobRecord:
+        """Create one job (see :meth:`create_jobs_async`), then wait up to ``wait`` seconds
+        (capped) for it to run: until it is no longer QUEUED or EXECUTING. Its record then, or
+        at the end of the wait: submitting and waiting for the outcome in one call."""
+        deadline = time.monotonic() + min(wait, self.settings.wait_cap)
+        job_id = new_job_id()
+        # Watched from before its commit, the new job's phase is the one the commit returns,
+        # without reading it back.
+        with self.notifier.watch_job(job_id) as changed:
+            created = await self.create_jobs_async(
+                principal, [request], idempotency_key=idempotency_key, job_ids=[job_id]
+            )
+            ref = created.jobs[0]
+            if ref.id == job_id:
+                return await self._job_when(
+                    principal, job_id, changed, deadline, UNDER_WAY_PHASES, phase=ref.phase
+                )
+        # The idempotency key's earlier job: watched from now on.
+        with self.notifier.watch_job(ref.id) as changed:
+            return await self._job_when(principal, ref.id, changed, deadline, UNDER_WAY_PHASES)
+
+    async def _job_when(
+        self,
+        principal: Principal,
+        job_id: str,
+        changed: asyncio.Event,
+        deadline: float,
+        waiting_in: frozenset[Phase] | None = None,
+        *,
+        phase: Phase | None = None,
+    ) -> JobRecord:
+        """The record of a job once its phase is not in ``waiting_in`` (None: no longer the
+        phase it has now, if that is active), or at ``deadline`` (monotonic).
+
+        ``changed`` is the job's watch (:meth:`Notifier.watch_job`), set before the job's
+        phase was known — read here, or ``phase`` — so that no change since is missed. Each
+        wake-up reads the record again (other changes to the job wake it too), and so does
+        the end of the wait: not every change wakes (a task's progress does not).
+        """
+        record = None
+        if phase is None:
             record = await self.read(self.get_job, principal, job_id)
             phase = record.phase
-            while record.phase == phase and phase in ACTIVE_PHASES:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                timed_out = False
-                try:
-                    await asyncio.wait_for(changed.wait(), remaining)
-                except TimeoutError:
-                    timed_out = True
-                changed.clear()
-                record = await self.read(self.get_job, principal, job_id)
-                if timed_out:
-                    break
+        if waiting_in is None:
+            waiting_in = frozenset({phase}) & ACTIVE_PHASES
+        while phase in waiting_in:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                record = None
+                break
+            changed.clear()
+            record = await self.read(self.get_job, principal, job_id)
+            phase = record.phase
+        if record is None:
+            record = await self.read(self.get_job, principal, job_id)
         return record

@@ -184,11 +184,25 @@ async def create_job(
     engine: EngineDep,
     principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    wait: Annotated[
+        float | None,
+        Query(
+            description="Block up to this many seconds (capped) until the new job has run "
+            "(its phase is no longer QUEUED or EXECUTING), and answer with its record then: "
+            "submit and wait for the outcome in one request.",
+            ge=0,
+        ),
+    ] = None,
 ) -> JobRecord:
     """Create a job; ``start: true`` queues it at once. An ``Idempotency-Key`` header makes a
     retry return the job the first request created."""
-    created = await engine.create_jobs_async(principal, [body], idempotency_key=idempotency_key)
-    record = await engine.read(engine.get_job, principal, created.jobs[0].id)
+    if wait:
+        record = await engine.create_job_waiting(
+            principal, body, wait=wait, idempotency_key=idempotency_key
+        )
+    else:
+        created = await engine.create_jobs_async(principal, [body], idempotency_key=idempotency_key)
+        record = await engine.read(engine.get_job, principal, created.jobs[0].id)
     response.headers["Location"] = job_url(request, record.id)
     return record
 
