@@ -303,7 +303,7 @@ class Peer:
 
     ``setup()``; ``submit_one()`` x N (timed: single submission); ``before_workers()``, then
     ``start_workers(W, "baseline")`` and ``completed()`` until N (throughput, timed from
-    ``start_workers``); ``submit_one()``/``is_done()`` one job at a time (latency);
+    ``start_workers``); ``submit_and_wait()``/``is_done()`` one job at a time (latency);
     ``stop_workers()``; ``submit_bulk(k)`` until N (bulk submission); for each other setting
     ``before_workers()``, ``start_workers(W, setting)`` (throughput) and ``stop_workers()``;
     ``teardown()``.
@@ -353,6 +353,12 @@ class Peer:
     def completed(self) -> int:
         """How many jobs the system itself records as completed successfully, so far."""
         raise NotImplementedError
+
+    def submit_and_wait(self) -> Any:
+        """Latency: enqueue one no-op job and return its handle for ``is_done``. A system
+        whose API can wait for the job's outcome in the submitting call (jobdeck's ``POST
+        /jobs?wait=``) returns once the job has run; by default, ``submit_one()``."""
+        return self.submit_one()
 
     def is_done(self, handle: Any) -> bool:
         """Whether the system records this job as completed."""

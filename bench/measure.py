@@ -80,7 +80,7 @@ def measure(peer: Peer, args: argparse.Namespace, result: dict[str, Any]) -> Non
     samples = args.latency_samples
     for index in range(samples + args.latency_warmup):
         submitted = time.time()
-        handle = peer.submit_one()
+        handle = peer.submit_and_wait()
         total += 1
         deadline = time.monotonic() + 30
         while not peer.is_done(handle):

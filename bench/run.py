@@ -257,7 +257,15 @@ def print_tables(report: dict[str, Any]) -> None:
         figures = results.get(name, {}).get("figures", {})
         extra = {
             key: figures[key]
-            for key in ("cold_start_per_s", "rss_peak", "embedded", "scale_out_per_s", "api_load")
+            for key in (
+                "latency_two_requests_ms",
+                "cold_start_per_s",
+                "worker_command_per_s",
+                "rss_peak",
+                "embedded",
+                "scale_out_per_s",
+                "api_load",
+            )
             if key in figures
         }
         if extra:

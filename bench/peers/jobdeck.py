@@ -36,7 +36,10 @@ def _iso_to_epoch(text: str) -> float:
 
 
 class _Jobdeck(Peer):
-    """Shared by both stores: an API server, HTTP submission, stats-based completion."""
+    """Shared by both stores: one ``jobdeck serve`` for the whole run takes the submissions
+    with no worker processes; to run the queued jobs, an admin gives it W. Completion is read
+    from ``GET /api/v1/stats``. ``cold_start_per_s`` (an extra figure) is the other way: the
+    server stopped and started again with ``--workers W``."""
 
     has_bulk = True
 
@@ -134,14 +137,27 @@ class _Jobdeck(Peer):
             raise PeerFailed(f"{phases['ERROR']} no-op jobs ended in ERROR")
         return int(phases.get("COMPLETED", 0))
 
+    def submit_and_wait(self) -> Any:
+        """``POST /jobs?wait=5`` (the client's ``create(..., wait=5)``): the job is submitted
+        and the answer comes once it has run, in one HTTP exchange (its record is kept for
+        ``is_done`` and ``started_at``)."""
+        record = self._check(self.client.post("/jobs", json=NOOP, params={"wait": 5}))
+        job_id = str(record["id"])
+        self.ids.append(job_id)
+        self.records[job_id] = record
+        return job_id
+
     def is_done(self, handle: Any) -> bool:
-        """``GET /jobs/{id}?wait=5`` → phase COMPLETED (the record is kept for ``started_at``).
-        The blocking GET (what ``jobdeck.client``'s ``wait`` uses) answers as soon as the
-        job's phase changes, instead of at the next poll."""
-        record = self._check(self.client.get(f"/jobs/{handle}", params={"wait": 5}))
+        """Phase COMPLETED, in the record last read, else in a new one: ``GET
+        /jobs/{id}?wait=5``, the blocking GET (what ``jobdeck.client``'s ``wait`` uses), which
+        answers as soon as the job's phase changes, instead of at the next poll. (The record
+        is kept for ``started_at``.)"""
+        record = self.records.get(handle)
+        if record is None or record["phase"] != "COMPLETED":
+            record = self._check(self.client.get(f"/jobs/{handle}", params={"wait": 5}))
+            self.records[handle] = record
         if record["phase"] in {"ERROR", "ABORTED"}:
             raise PeerFailed(f"job {handle} ended in {record['phase']}")
-        self.records[handle] = record
         return bool(record["phase"] == "COMPLETED")
 
     def started_at(self, handle: Any) -> float | None:
@@ -165,11 +181,32 @@ class _Jobdeck(Peer):
         if hasattr(self, "pg"):
             self.pg.stop()
 
+    def start_workers(self, workers: int, setting: str) -> None:
+        """Have the running server start W worker processes (``PUT /api/v1/workers``, what
+        ``jobdeck workers --set W`` sends), as the peers start worker processes beside a
+        broker or database that runs already."""
+        self._resize(workers)
+
+    def stop_workers(self) -> None:
+        """Back to no worker processes (what they were handed, they finish)."""
+        super().stop_workers()
+        if self.server is not None:
+            self._resize(0)
+
+    def _resize(self, workers: int) -> None:
+        local = self._check(self.client.put("/workers", json={"processes": workers}))
+        if local["processes"] != workers:
+            raise PeerFailed(f"asked for {workers} worker processes, the server runs {local}")
+
     # -- jobdeck-only figures ----------------------------------------------------------------
 
     def extra_figures(self, args: Any) -> dict[str, Any]:
-        """RSS, embedded submission, and (by flag) API load and PostgreSQL scale-out."""
-        extra: dict[str, Any] = {}
+        """Latency by two requests, the drain of a server started with its workers, RSS,
+        embedded submission, and (by flag) API load and PostgreSQL scale-out."""
+        extra: dict[str, Any] = {
+            "latency_two_requests_ms": self._two_request_latency(args.workers, 100),
+            "cold_start_per_s": self._cold_start(args.jobs, args.workers),
+        }
         if args.scale_out and self.db_url:
             extra["scale_out_per_s"] = self._scale_out(args.jobs)
         extra["embedded"] = self._embedded(args.jobs)
@@ -212,6 +249,38 @@ class _Jobdeck(Peer):
             self.check_workers()
             time.sleep(0.02)
         return time.monotonic() - began
+
+    def _two_request_latency(self, workers: int, samples: int) -> dict[str, float]:
+        """Submit → COMPLETED seen, the way without ``?wait`` on the submission: ``POST
+        /jobs``, then blocking GETs until COMPLETED; ``samples`` jobs one at a time, W worker
+        processes."""
+        self._resize(workers)
+        took: list[float] = []
+        for _ in range(samples + 5):
+            began = time.perf_counter()
+            handle = self.submit_one()
+            deadline = time.monotonic() + 30
+            while not self.is_done(handle):
+                if time.monotonic() > deadline:
+                    raise PeerFailed("a job submitted to idle workers did not complete in 30s")
+            took.append((time.perf_counter() - began) * 1000)
+            self.records.pop(handle, None)
+        self._resize(0)
+        took = took[5:]  # the first few warm up the path
+        return {"p50": percentile(took, 50), "p99": percentile(took, 99), "samples": len(took)}
+
+    def _cold_start(self, jobs: int, workers: int) -> float:
+        """N jobs queued on the server without workers, which is then stopped; completed
+        jobs/s from the start of ``jobdeck serve --workers W`` (its imports, its store, its
+        web stack, its worker processes) to the last completion seen."""
+        target = self._queue(jobs)
+        self._stop_server()
+        began = time.monotonic()
+        self._serve(workers)
+        rate = jobs / self._drain(target, jobs, began, "the cold-start drain")
+        self._stop_server()
+        self._serve(0)
+        return rate
 
     def _embedded(self, jobs: int) -> dict[str, Any]:
         """Submission one at a time through the embedded Python API
@@ -318,11 +387,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 class JobdeckSqlite(_Jobdeck):
-    """jobdeck on SQLite: one ``jobdeck serve`` for the whole run, which takes the
-    submissions with no worker processes; to run the queued jobs, an admin gives it W
-    (``PUT /api/v1/workers``, what ``jobdeck workers --set W`` sends), as the peers start
-    worker processes beside a broker that runs already. ``cold_start_per_s`` (an extra
-    figure) is the other way: the server stopped and started again with ``--workers W``."""
+    """jobdeck on SQLite (the default store)."""
 
     name = "jobdeck-sqlite"
     store = "sqlite"
@@ -331,47 +396,18 @@ class JobdeckSqlite(_Jobdeck):
         "queued before)"
     }
 
-    def start_workers(self, workers: int, setting: str) -> None:
-        """Have the running server start W worker processes."""
-        self._resize(workers)
-
-    def stop_workers(self) -> None:
-        """Back to no worker processes (what they were handed, they finish)."""
-        super().stop_workers()
-        if self.server is not None:
-            self._resize(0)
-
-    def _resize(self, workers: int) -> None:
-        local = self._check(self.client.put("/workers", json={"processes": workers}))
-        if local["processes"] != workers:
-            raise PeerFailed(f"asked for {workers} worker processes, the server runs {local}")
-
-    def extra_figures(self, args: Any) -> dict[str, Any]:
-        """The common extras, and the drain of a server started with its workers."""
-        extra = {"cold_start_per_s": self._cold_start(args.jobs, args.workers)}
-        return {**extra, **super().extra_figures(args)}
-
-    def _cold_start(self, jobs: int, workers: int) -> float:
-        """N jobs queued on the server without workers, which is then stopped; completed
-        jobs/s from the start of ``jobdeck serve --workers W`` (its imports, its store, its
-        web stack, its worker processes) to the last completion seen."""
-        target = self._queue(jobs)
-        self._stop_server()
-        began = time.monotonic()
-        self._serve(workers)
-        rate = jobs / self._drain(target, jobs, began, "the cold-start drain")
-        self._stop_server()
-        self._serve(0)
-        return rate
-
 
 class JobdeckPostgres(_Jobdeck):
-    """jobdeck on PostgreSQL: an API-only ``jobdeck serve --workers 0 --db URL`` stays up and
-    ``jobdeck worker --db URL --workers W`` runs the jobs."""
+    """jobdeck on PostgreSQL (a private server). ``worker_command_per_s`` (an extra figure) is
+    the drain by a ``jobdeck worker --db URL --workers W`` process beside the API-only server,
+    the way to run workers on other machines."""
 
     name = "jobdeck-pg"
     store = "pg"
-    settings = {"baseline": "`jobdeck serve --workers 0` + `jobdeck worker --workers W` (PG)"}
+    settings = {
+        "baseline": "`jobdeck workers --set W` on the running `jobdeck serve --db URL` (PG, "
+        "jobs queued before)"
+    }
 
     def setup(self) -> None:
         """Private PostgreSQL, then the API-only server on it."""
@@ -379,8 +415,19 @@ class JobdeckPostgres(_Jobdeck):
         self.db_url = self.pg.url
         super().setup()
 
-    def start_workers(self, workers: int, setting: str) -> None:
-        """One ``jobdeck worker`` process with W worker processes."""
+    def extra_figures(self, args: Any) -> dict[str, Any]:
+        """The common extras, and the drain by a ``jobdeck worker`` process."""
+        extra = {"worker_command_per_s": self._worker_command(args.jobs, args.workers)}
+        return {**extra, **super().extra_figures(args)}
+
+    def _worker_command(self, jobs: int, workers: int) -> float:
+        """N jobs queued; completed jobs/s from the start of ``jobdeck worker --workers W``
+        (its imports, its engine, its connections, its worker processes) to the last seen."""
+        target = self._queue(jobs)
+        began = time.monotonic()
         args = [*python_tool("jobdeck"), "worker", "--db", str(self.db_url)]
         args += ["--data-dir", str(self.data_dir), "--workers", str(workers)]
-        self.workers.append(spawn(f"jobdeck-worker-{setting}", args, self.work_dir))
+        self.workers.append(spawn("jobdeck-worker", args, self.work_dir))
+        rate = jobs / self._drain(target, jobs, began, "the `jobdeck worker` drain")
+        self.stop_workers()
+        return rate

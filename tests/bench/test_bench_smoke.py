@@ -53,6 +53,9 @@ def test_quick_run_reports_figures(tmp_path: Path) -> None:
     jobdeck = systems["jobdeck-sqlite"]["figures"]
     assert jobdeck["submit_bulk_per_s"] > 0
     assert jobdeck["cold_start_per_s"] > 0
+    assert (
+        0 < jobdeck["latency_two_requests_ms"]["p50"] <= jobdeck["latency_two_requests_ms"]["p99"]
+    )
     load = jobdeck["api_load"]
     assert load["stored_jobs"] >= 10_000
     for clients in (1, 10, 50):
