@@ -13,13 +13,20 @@ log = logging.getLogger(__name__)
 
 
 class Maintenance:
-    """A thread that runs the rescuer often and the archiver now and then."""
+    """A thread that runs the rescuer often, and the folding of the job counts and the archiver
+    now and then."""
 
     def __init__(
-        self, engine: Engine, *, rescue_every: float = 1.0, archive_every: float = 30.0
+        self,
+        engine: Engine,
+        *,
+        rescue_every: float = 1.0,
+        fold_every: float = 5.0,
+        archive_every: float = 30.0,
     ) -> None:
         self._engine = engine
         self._rescue_every = rescue_every
+        self._fold_every = fold_every
         self._archive_every = archive_every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -36,11 +43,15 @@ class Maintenance:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        since_fold = 0.0
         since_archive = self._archive_every  # archive once at start
         while not self._stop.wait(self._rescue_every):
             try:
                 self._engine.rescue_lapsed()
-                self._engine.compact_counts()
+                since_fold += self._rescue_every
+                if since_fold >= self._fold_every:
+                    since_fold = 0.0
+                    self._engine.compact_counts()
                 since_archive += self._rescue_every
                 if since_archive >= self._archive_every:
                     since_archive = 0.0
