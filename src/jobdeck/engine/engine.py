@@ -81,6 +81,7 @@ from jobdeck.engine.notifier import Notifier
 from jobdeck.engine.settings import EngineSettings
 from jobdeck.engine.writer import Tx, Writer
 from jobdeck.store.bulk import BulkInsert
+from jobdeck.store.checkpointer import Checkpointer
 from jobdeck.store.database import is_sqlite
 from jobdeck.store.driver import Prepared
 from jobdeck.store.schema import (
@@ -350,20 +351,25 @@ class Engine:
         # calls; there a read keeps its one snapshot.)
         self._reads = db if self._sqlite else db.execution_options(isolation_level="AUTOCOMMIT")
         self._statements = HotStatements(db.dialect)
+        self._checkpointer = Checkpointer(db) if self._sqlite else None
         self._token_cache: dict[str, tuple[Principal | None, float]] = {}
         self._durations: dict[str, tuple[float | None, float]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Start the writer and the change notifier."""
+        """Start the writer, the change notifier and (SQLite) the log's checkpointer."""
         self.notifier.start()
         self.writer.start()
+        if self._checkpointer is not None:
+            self._checkpointer.start()
 
     def close(self) -> None:
         """Finish pending writes and stop."""
         self.writer.stop()
         self.notifier.stop()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
 
     async def read(self, call: Callable[..., T], *args: Any) -> T:
         """Run the read ``call(*args)`` for async code. On SQLite it is a few index look-ups

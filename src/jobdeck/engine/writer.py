@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from jobdeck.store.checkpointer import WRITER_CHECKPOINT_PAGES
 from jobdeck.store.database import WRITER_CACHE_KIB, is_sqlite
 
 T = TypeVar("T")
@@ -135,6 +136,8 @@ class Writer:
                 # On the driver's connection: through SQLAlchemy it would begin a transaction.
                 driver: Any = self._connection.connection.driver_connection
                 driver.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+                # The log is checkpointed by a thread of its own (store.checkpointer).
+                driver.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
         conn = self._connection
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         changes = Changes()
