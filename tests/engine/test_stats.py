@@ -1,5 +1,6 @@
 """Job counts by phase: what each principal may see, after every kind of change."""
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ from jobdeck.domain.records import JobCreate
 from jobdeck.engine import engine as engine_module
 from jobdeck.engine.engine import Engine, Principal, TaskOutcome
 from jobdeck.engine.maintenance import Maintenance
+from jobdeck.engine.settings import EngineSettings
 from jobdeck.store.schema import job_counts, jobs
 
 ALICE, BOB, ROOT = Principal("alice"), Principal("bob"), Principal("root", admin=True)
@@ -119,3 +121,33 @@ def test_a_read_of_piled_up_counts_folds_them(
     engine.writer.run(lambda tx: None)  # after the fold the read handed to the writer
     with database.connect() as conn:
         assert conn.execute(select(job_counts.c.phase, job_counts.c.n)).all() == [("QUEUED", 4)]
+
+
+def test_counts_stay_true_under_writers_in_parallel(
+    engine: Engine, database: Database, settings: EngineSettings
+) -> None:
+    """Two engines on one store (two processes' worth) submit, claim and finish at once."""
+    other = Engine(database, settings)
+    other.start()
+    try:
+
+        def work(each: Engine, worker: str) -> None:
+            for _ in range(10):
+                each.create_jobs(ALICE, [JobCreate(job_type="noop", start=True)] * 20)
+                claimed = each.claim_tasks(worker, 15)
+                done = [TaskOutcome(task.task_seq, worker, ok=True) for task in claimed[:10]]
+                each.claim_tasks(worker, 5, finished=done)
+
+        threads = [
+            threading.Thread(target=work, args=(each, f"w{index}"))
+            for index, each in enumerate((engine, other))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        engine.compact_counts()
+        assert engine.stats(ROOT) == counted(database)
+        assert sum(engine.stats(ROOT).values()) == 400
+    finally:
+        other.close()
