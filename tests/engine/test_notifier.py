@@ -4,6 +4,8 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 from jobdeck.domain.phases import Phase
 from jobdeck.domain.records import JobCreate
 from jobdeck.engine.engine import Engine, Principal
@@ -16,10 +18,25 @@ ALICE = Principal("alice")
 
 def test_payload_round_trip() -> None:
     changes = Changes(jobs={"a", "b"}, tasks_ready=True, tasks_cancelled={3, 4})
-    assert decode(encode(changes)) == changes
+    assert decode(encode(changes, "p1")) == ("p1", changes)
     big = Changes(jobs={str(i) * 40 for i in range(1000)})
-    assert encode(big) == "*"
-    assert decode("*").everything
+    assert encode(big, "p1") == "o:p1;*"
+    origin, everything = decode("o:p1;*")
+    assert origin == "p1" and everything.everything and everything.tasks_ready
+
+
+def test_a_process_does_not_hear_its_own_notifications(engine: Engine, db_url: str) -> None:
+    """Its writer wakes its waiters at the commit; the NOTIFY it sent for other processes, which
+    comes back to it too, would wake them all again (a dispatcher round, a read per waiter)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("NOTIFY is PostgreSQL's")
+    heard: list[Changes] = []
+    engine.notifier.add_task_listener(heard.append)
+    time.sleep(0.6)  # let the listener connect (it wakes everyone once when it has)
+    heard.clear()
+    engine.create_job(ALICE, JobCreate(job_type="noop", start=True))
+    time.sleep(1.0)  # long enough for the NOTIFY to come back
+    assert len(heard) == 1 and heard[0].tasks_ready
 
 
 def test_change_in_another_engine_wakes_a_waiter(engine: Engine, db_url: str) -> None:

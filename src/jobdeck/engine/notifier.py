@@ -8,6 +8,7 @@ query for the whole process, four times a second): then every waiter looks again
 import asyncio
 import contextlib
 import logging
+import secrets
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -22,9 +23,10 @@ CHANNEL = "jobdeck"
 _MAX_PAYLOAD = 7900  # PostgreSQL's limit is 8000 bytes
 
 
-def encode(changes: Changes) -> str:
-    """The NOTIFY payload for ``changes``; ``*`` when it would not fit."""
-    parts = []
+def encode(changes: Changes, origin: str) -> str:
+    """The NOTIFY payload for ``changes`` made by the process ``origin`` names; its changes
+    ``*`` when they would not fit."""
+    parts = [f"o:{origin}"]
     if changes.tasks_ready:
         parts.append("r")
     if changes.jobs:
@@ -32,22 +34,27 @@ def encode(changes: Changes) -> str:
     if changes.tasks_cancelled:
         parts.append("c:" + ",".join(str(seq) for seq in sorted(changes.tasks_cancelled)))
     payload = ";".join(parts)
-    return payload if len(payload) <= _MAX_PAYLOAD and not changes.everything else "*"
+    if len(payload) > _MAX_PAYLOAD or changes.everything:
+        return f"o:{origin};*"
+    return payload
 
 
-def decode(payload: str) -> Changes:
-    """The changes a NOTIFY payload names."""
-    if payload == "*":
-        return Changes(everything=True, tasks_ready=True)
+def decode(payload: str) -> tuple[str, Changes]:
+    """The process that made the changes a NOTIFY payload names (its origin), and those."""
     changes = Changes()
+    origin = ""
     for part in payload.split(";"):
-        if part == "r":
+        if part.startswith("o:"):
+            origin = part[2:]
+        elif part == "*":
+            changes.everything = changes.tasks_ready = True
+        elif part == "r":
             changes.tasks_ready = True
         elif part.startswith("j:"):
             changes.jobs.update(part[2:].split(","))
         elif part.startswith("c:"):
             changes.tasks_cancelled.update(int(seq) for seq in part[2:].split(","))
-    return changes
+    return origin, changes
 
 
 class Notifier:
@@ -55,6 +62,9 @@ class Notifier:
 
     def __init__(self, db: Engine) -> None:
         self._db = db
+        # Names this process in its NOTIFY payloads: its own come back to its listener, and
+        # the writer has woken its waiters for them already.
+        self._origin = secrets.token_hex(8)
         self._lock = threading.Lock()
         self._job_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
             defaultdict(set)
@@ -106,7 +116,8 @@ class Notifier:
     def publish(self, changes: Changes, conn: Connection) -> None:
         """Send ``changes`` to other processes (PostgreSQL only; delivered at commit)."""
         if not is_sqlite(self._db):
-            conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": encode(changes)})
+            payload = encode(changes, self._origin)
+            conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
 
     def wake(self, changes: Changes) -> None:
         """Wake this process's waiters on ``changes``."""
@@ -156,7 +167,9 @@ class Notifier:
                     self.wake(Changes(everything=True, tasks_ready=True))
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=0.5):
-                            self.wake(decode(notify.payload))
+                            origin, changes = decode(notify.payload)
+                            if origin != self._origin:
+                                self.wake(changes)
             except Exception:
                 if not self._stop.is_set():
                     log.exception("lost the LISTEN connection; reconnecting")
