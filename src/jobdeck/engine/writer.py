@@ -138,6 +138,13 @@ class Writer:
                 driver.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
                 # The log is checkpointed by a thread of its own (store.checkpointer).
                 driver.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
+            else:
+                # The writer's statements handle batches, whose plans depend on the tables'
+                # sizes: a plan made generic while they were small (psycopg prepares a
+                # statement run five times) kept scanning them whole once they had grown,
+                # until an ANALYZE; planning each run costs little against a batch.
+                self._connection.exec_driver_sql("SET plan_cache_mode = force_custom_plan")
+                self._connection.commit()
         conn = self._connection
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         changes = Changes()
