@@ -132,19 +132,20 @@ class Writer:
     def _write(self, batch: list[tuple[Operation[Any], "Future[Any]"]]) -> None:
         if self._connection is None:
             self._connection = self._db.connect().execution_options(**self._options)
+            # On the driver's connection: through SQLAlchemy it would begin a transaction.
+            driver: Any = self._connection.connection.driver_connection
             if is_sqlite(self._db):
-                # On the driver's connection: through SQLAlchemy it would begin a transaction.
-                driver: Any = self._connection.connection.driver_connection
                 driver.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
                 # The log is checkpointed by a thread of its own (store.checkpointer).
                 driver.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
             else:
                 # The writer's statements handle batches, whose plans depend on the tables'
-                # sizes: a plan made generic while they were small (psycopg prepares a
-                # statement run five times) kept scanning them whole once they had grown,
-                # until an ANALYZE; planning each run costs little against a batch.
-                self._connection.exec_driver_sql("SET plan_cache_mode = force_custom_plan")
-                self._connection.commit()
+                # sizes: prepared (psycopg prepares a statement run five times), a plan made
+                # generic while they were small kept scanning them whole once they had grown,
+                # until an ANALYZE. Unprepared, each run is planned for the tables as they
+                # are, which costs little against a batch. (PostgreSQL's plan_cache_mode
+                # would also replan the foreign key checks of every inserted task.)
+                driver.prepare_threshold = None
         conn = self._connection
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         changes = Changes()
