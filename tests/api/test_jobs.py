@@ -397,9 +397,11 @@ def test_create_and_wait_with_an_idempotency_key_waits_on_the_first_job(
 ) -> None:
     key = {"Idempotency-Key": "once"}
     first = alice.post("/jobs", json={"start": True}, headers=key).json()
-    threading.Timer(0.4, lambda: alice.post(f"/jobs/{first['id']}/abort")).start()
+    aborting = threading.Timer(0.4, lambda: alice.post(f"/jobs/{first['id']}/abort"))
+    aborting.start()
     started = time.monotonic()
     again = alice.post("/jobs", json={"start": True}, headers=key, params={"wait": 8})
+    aborting.join()  # its response, too, is read before the client closes
     assert again.json()["id"] == first["id"]
     assert again.json()["phase"] == "ABORTED"
     assert 0.2 < time.monotonic() - started < 5
