@@ -49,6 +49,16 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05
     return False
 
 
+def wait_done(peer: Peer, handle: Any, poll: float) -> None:
+    """Ask ``peer.is_done(handle)`` every ``poll`` seconds until it says so (latency: a job
+    submitted to idle workers); PeerFailed after 30 s."""
+    deadline = time.monotonic() + 30
+    while not peer.is_done(handle):
+        if time.monotonic() > deadline:
+            raise PeerFailed("a job submitted to idle workers did not complete in 30s")
+        time.sleep(poll)
+
+
 def percentile(values: Sequence[float], pct: float) -> float | None:
     """The ``pct`` percentile (0-100) of ``values`` by nearest rank; None when empty."""
     if not values:

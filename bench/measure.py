@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent / "apps")]
 
-from common import Peer, PeerFailed, percentile  # noqa: E402
+from common import Peer, PeerFailed, percentile, wait_done  # noqa: E402
 from peers import load_peer  # noqa: E402
 
 COMPLETED_POLL = 0.02  # seconds between two reads of the system's completed count
@@ -82,11 +82,7 @@ def measure(peer: Peer, args: argparse.Namespace, result: dict[str, Any]) -> Non
         submitted = time.time()
         handle = peer.submit_and_wait()
         total += 1
-        deadline = time.monotonic() + 30
-        while not peer.is_done(handle):
-            if time.monotonic() > deadline:
-                raise PeerFailed("a job submitted to idle workers did not complete in 30s")
-            time.sleep(DONE_POLL)
+        wait_done(peer, handle, DONE_POLL)
         seen = time.time()
         if index < args.latency_warmup:
             continue

@@ -21,6 +21,7 @@ from common import (
     python_tool,
     spawn,
     start_postgres,
+    wait_done,
     wait_until,
 )
 
@@ -225,13 +226,17 @@ class _Jobdeck(Peer):
             target = self._queue(jobs)
             began = time.monotonic()
             for index in range(nodes):
-                args = [*python_tool("jobdeck"), "worker", "--db", str(self.db_url)]
-                args += ["--data-dir", str(self.data_dir), "--workers", "1"]
-                self.workers.append(spawn(f"scale{nodes}-{index}", args, self.work_dir))
+                self._spawn_worker_command(f"scale{nodes}-{index}", 1)
             seconds = self._drain(target, jobs, began, f"scale-out with {nodes} workers")
             rates[str(nodes)] = jobs / seconds
             self.stop_workers()
         return rates
+
+    def _spawn_worker_command(self, name: str, processes: int) -> None:
+        """Start ``jobdeck worker --db URL --workers N`` beside the API-only server (PG)."""
+        args = [*python_tool("jobdeck"), "worker", "--db", str(self.db_url)]
+        args += ["--data-dir", str(self.data_dir), "--workers", str(processes)]
+        self.workers.append(spawn(name, args, self.work_dir))
 
     def _queue(self, jobs: int) -> int:
         """Queue ``jobs`` more no-op jobs, 1,000 a batch; the completed count to wait for."""
@@ -259,10 +264,7 @@ class _Jobdeck(Peer):
         for _ in range(samples + 5):
             began = time.perf_counter()
             handle = self.submit_one()
-            deadline = time.monotonic() + 30
-            while not self.is_done(handle):
-                if time.monotonic() > deadline:
-                    raise PeerFailed("a job submitted to idle workers did not complete in 30s")
+            wait_done(self, handle, 0.0)  # is_done blocks in the server: no poll interval
             took.append((time.perf_counter() - began) * 1000)
             self.records.pop(handle, None)
         self._resize(0)
@@ -425,9 +427,7 @@ class JobdeckPostgres(_Jobdeck):
         (its imports, its engine, its connections, its worker processes) to the last seen."""
         target = self._queue(jobs)
         began = time.monotonic()
-        args = [*python_tool("jobdeck"), "worker", "--db", str(self.db_url)]
-        args += ["--data-dir", str(self.data_dir), "--workers", str(workers)]
-        self.workers.append(spawn("jobdeck-worker", args, self.work_dir))
+        self._spawn_worker_command("jobdeck-worker", workers)
         rate = jobs / self._drain(target, jobs, began, "the `jobdeck worker` drain")
         self.stop_workers()
         return rate
