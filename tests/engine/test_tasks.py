@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, func, select, update
 
 from jobdeck.domain.jobtypes import JobType
 from jobdeck.domain.records import JobCreate, JobError
@@ -340,6 +340,36 @@ def test_archiving_deletes_results_and_keeps_status(engine: Engine) -> None:
     assert [e.status for e in aborted.timeline][-2:] == ["ABORTED", "ARCHIVED"]
     assert engine.get_job(ALICE, future).phase == "QUEUED"
     assert engine.archive_expired() == 0
+
+
+def test_deleting_a_job_deletes_its_tasks(engine: Engine) -> None:
+    """No foreign key removes a job's tasks with it (migration 0003): the engine does, for a
+    queued job's tasks and a running one's, and leaves other jobs' tasks alone."""
+    running = engine.create_job(ALICE, JobCreate(job_type="frames", start=True)).id
+    claimed = engine.claim_tasks("w1", 1)
+    assert [task.job_id for task in claimed] == [running]
+    queued = submit(engine)
+    kept = submit(engine)
+    engine.delete_job(ALICE, running)
+    engine.delete_job(ALICE, queued)
+    with engine.db.connect() as conn:
+        left = conn.execute(select(jobs.c.id).join(tasks, tasks.c.job_seq == jobs.c.seq)).all()
+        assert conn.execute(select(func.count()).select_from(tasks)).scalar() == len(left)
+    assert [row.id for row in left] == [kept]
+    assert [task.job_id for task in engine.claim_tasks("w2", 10)] == [kept]
+
+
+def test_tasks_of_a_job_deleted_by_hand_are_dropped_at_their_claim(engine: Engine) -> None:
+    """A job deleted in SQL, not through the engine, leaves its tasks (no foreign key): the
+    claim that meets them deletes them and hands out the others."""
+    gone = submit(engine)
+    kept = submit(engine)
+    with engine.db.begin() as conn:
+        conn.execute(delete(jobs).where(jobs.c.id == gone))
+    assert [task.job_id for task in engine.claim_tasks("w1", 10)] == [kept]
+    with engine.db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tasks)).scalar() == 1
+    assert engine.claim_tasks("w1", 10) == []
 
 
 def test_concurrent_claims_never_share_a_task(engine: Engine) -> None:

@@ -107,3 +107,37 @@ def test_job_counts_start_from_the_jobs_already_stored(engine: Engine, database:
     assert engine.stats(owner) == {"PENDING": 1, "QUEUED": 2}
     engine.create_jobs(owner, [JobCreate(start=True)])
     assert engine.stats(owner) == {"PENDING": 1, "QUEUED": 3}
+
+
+def _foreign_keys_of_tasks(database: Database) -> list[Any]:
+    return [key["referred_table"] for key in inspect(database).get_foreign_keys("tasks")]
+
+
+def test_tasks_keep_their_rows_and_indexes_through_0003(engine: Engine, database: Database) -> None:
+    """Down to 0002 (the foreign key back) and up again (without it; on SQLite the table is
+    rebuilt both ways): the tasks, their keys and their indexes stay, and claims go on."""
+    from alembic import command
+    from alembic.config import Config
+
+    owner = Principal("alice")
+    engine.create_jobs(owner, [JobCreate(job_type="noop", start=True) for _ in range(3)])
+    [claimed] = engine.claim_tasks("w1", 1)
+    with database.connect() as conn:
+        before = conn.execute(text("SELECT * FROM tasks ORDER BY seq")).all()
+    assert _foreign_keys_of_tasks(database) == []
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    for revision, keys in (("0002", ["jobs"]), ("head", [])):
+        with database.begin() as connection:
+            config.attributes["connection"] = connection
+            (command.downgrade if revision == "0002" else command.upgrade)(config, revision)
+        assert _foreign_keys_of_tasks(database) == keys
+        with database.connect() as conn:
+            assert conn.execute(text("SELECT * FROM tasks ORDER BY seq")).all() == before
+        test_partial_indexes_have_the_schemas_predicates(database)
+        indexes = {index["name"] for index in inspect(database).get_indexes("tasks")}
+        assert {"ix_tasks_job", "ix_tasks_lease", "ix_tasks_claim"} <= indexes
+    test_migrations_match_the_schema(database)
+    assert [task.task_seq for task in engine.claim_tasks("w2", 10)] == [
+        row.seq for row in before if row.seq != claimed.task_seq
+    ]

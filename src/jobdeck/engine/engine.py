@@ -1111,6 +1111,13 @@ class Engine:
             lease_expires=tx.now + timedelta(seconds=self.settings.lease_seconds),
             limit=limit,
         )
+        orphans = [row[0] for row in claimed if row[6] is None]
+        if orphans:
+            # Their job was deleted outside the engine; with no foreign key on tasks, they
+            # were left behind: they go now, or they would be claimed again and again.
+            log.warning("deleting %d tasks whose jobs are gone", len(orphans))
+            tx.conn.execute(delete(tasks).where(tasks.c.seq.in_(orphans)))
+            claimed = [row for row in claimed if row[6] is not None]
         if not claimed:
             return []
         if start_jobs:

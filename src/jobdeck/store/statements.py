@@ -44,12 +44,15 @@ _JOB_COLUMNS = (
 )
 
 # PostgreSQL reads the claimed tasks' jobs in the same statement (a round trip fewer per
-# claim); SQLite, which takes no UPDATE in a WITH, reads them after (_JOBS_BY_SEQ).
+# claim); SQLite, which takes no UPDATE in a WITH, reads them after (_JOBS_BY_SEQ). A task
+# whose job is gone (deleted outside the engine: tasks have no foreign key) comes back with
+# NULLs for its job, for the engine to delete.
 _CLAIM_WITH_JOBS = f"""
 WITH claimed AS ({_CLAIM})
 SELECT claimed.*, {_JOB_COLUMNS}
-FROM claimed JOIN jobs ON jobs.seq = claimed.job_seq
+FROM claimed LEFT JOIN jobs ON jobs.seq = claimed.job_seq
 """
+_NO_JOB = (None,) * 6
 
 _START_JOBS = """
 UPDATE jobs SET phase = '{executing}', status = '{processing}', updated_time = :now,
@@ -234,7 +237,8 @@ class HotStatements:
         """Claim up to ``limit`` ready tasks (the first in queue order); rows of ``(seq,
         job_seq, task_index, parameters, attempts, priority)`` of each task followed by
         ``(id, job_type, parameters, json_parameters, execution_duration, task_count)`` of its
-        job, in no particular order. The parameters are JSON text, on both stores."""
+        job (Nones where the job is gone), in no particular order. The parameters are JSON
+        text, on both stores."""
         params = {
             "worker_id": worker_id,
             "lease_expires": self._time(lease_expires),
@@ -246,7 +250,7 @@ class HotStatements:
             return claimed
         seqs = sorted({row[1] for row in claimed})
         jobs = {row[0]: row[1:] for row in run(conn, self._jobs_by_seq, {"seqs": self._seqs(seqs)})}
-        return [(*row, *jobs[row[1]]) for row in claimed]
+        return [(*row, *jobs.get(row[1], _NO_JOB)) for row in claimed]
 
     def start_jobs(
         self, conn: Connection, seqs: Sequence[int], *, source: str, now: datetime
