@@ -88,21 +88,25 @@ def test_head_revision_is_alembics_newest(database: Database) -> None:
     assert current_revision(database) == HEAD_REVISION
 
 
-def test_job_counts_start_from_the_jobs_already_stored(engine: Engine, database: Database) -> None:
-    """Upgraded to 0002 with jobs stored, the counts are theirs; and they follow from then on."""
+def _migrate(database: Database, direction: str, revision: str) -> None:
+    """Alembic's ``downgrade`` or ``upgrade`` to ``revision``, in one transaction."""
     from alembic import command
     from alembic.config import Config
 
-    owner = Principal("alice")
-    engine.create_jobs(owner, [JobCreate(), JobCreate(start=True), JobCreate(start=True)])
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    for revision in ("0001", "head"):
-        with database.begin() as connection:
-            config.attributes["connection"] = connection
-            (command.downgrade if revision == "0001" else command.upgrade)(config, revision)
-        if revision == "0001":
-            assert "job_counts" not in inspect(database).get_table_names()
+    with database.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, direction)(config, revision)
+
+
+def test_job_counts_start_from_the_jobs_already_stored(engine: Engine, database: Database) -> None:
+    """Upgraded to 0002 with jobs stored, the counts are theirs; and they follow from then on."""
+    owner = Principal("alice")
+    engine.create_jobs(owner, [JobCreate(), JobCreate(start=True), JobCreate(start=True)])
+    _migrate(database, "downgrade", "0001")
+    assert "job_counts" not in inspect(database).get_table_names()
+    _migrate(database, "upgrade", "head")
     assert current_revision(database) == HEAD_REVISION
     assert engine.stats(owner) == {"PENDING": 1, "QUEUED": 2}
     engine.create_jobs(owner, [JobCreate(start=True)])
@@ -117,9 +121,6 @@ def test_tasks_keep_their_rows_and_indexes_through_0003(engine: Engine, database
     """Down to 0002 (the foreign key back, tasks of jobs deleted by hand dropped) and up
     again (without it; on SQLite the table is rebuilt both ways): the tasks, their keys and
     their indexes stay, and claims go on."""
-    from alembic import command
-    from alembic.config import Config
-
     owner = Principal("alice")
     engine.create_jobs(owner, [JobCreate(job_type="noop", start=True) for _ in range(4)])
     [claimed] = engine.claim_tasks("w1", 1)
@@ -130,12 +131,8 @@ def test_tasks_keep_their_rows_and_indexes_through_0003(engine: Engine, database
             text("SELECT * FROM tasks WHERE job_seq IN (SELECT seq FROM jobs) ORDER BY seq")
         ).all()
     assert _foreign_keys_of_tasks(database) == []
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    for revision, keys in (("0002", ["jobs"]), ("head", [])):
-        with database.begin() as connection:
-            config.attributes["connection"] = connection
-            (command.downgrade if revision == "0002" else command.upgrade)(config, revision)
+    for direction, revision, keys in (("downgrade", "0002", ["jobs"]), ("upgrade", "head", [])):
+        _migrate(database, direction, revision)
         assert _foreign_keys_of_tasks(database) == keys
         with database.connect() as conn:
             assert conn.execute(text("SELECT * FROM tasks ORDER BY seq")).all() == before
