@@ -1085,7 +1085,9 @@ class Engine:
             self._record_tasks(tx, worker_id, started, finished)
             return self._claim(tx, worker_id, limit, start_jobs=start_jobs) if limit > 0 else []
 
-        return self.writer.run(op)
+        # A claim alone, lost in a crash, leaves its tasks ready to be claimed again: its
+        # commit need not wait for the disk (see engine.writer). What finished must.
+        return self.writer.run(op, durable=bool(finished or started))
 
     def _record_tasks(
         self, tx: Tx, worker_id: str, started: Sequence[int], finished: Sequence[TaskOutcome]
@@ -1196,7 +1198,8 @@ class Engine:
                 ).scalars()
             )
 
-        return self.writer.run(op)
+        # Lost in a crash, the leases lapse and their tasks are rescued, as after a stall.
+        return self.writer.run(op, durable=False)
 
     def release_tasks(self, worker_id: str, task_seqs: Sequence[int]) -> None:
         """Give back tasks this worker will not run (it stops, or runs fewer processes); the
