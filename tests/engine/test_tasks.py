@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, select, update
 
+from jobdeck.domain.errors import NotFound
 from jobdeck.domain.jobtypes import JobType
-from jobdeck.domain.records import JobCreate, JobError
+from jobdeck.domain.records import JobCreate, JobError, MessageCreate
 from jobdeck.engine.engine import Engine, Principal, TaskOutcome
 from jobdeck.engine.settings import EngineSettings
 from jobdeck.store.schema import jobs, tasks
@@ -441,3 +442,38 @@ def test_queue_position_is_counted_up_to_the_cap(
     # One job of higher priority is ahead of all; the count stops at the cap.
     assert positions == [1, 2, 3, 3, 3]
     assert engine.get_job(ALICE, urgent).queue_position == 0
+
+
+def test_one_statement_reads_the_record_the_statements_of_sqlite_read(
+    engine: Engine, db_url: str
+) -> None:
+    """PostgreSQL reads a job in one statement (one snapshot, one round trip): the record is
+    the one the separate statements read, each note, result and task count once and in
+    order, a queued job's place included, and nobody else's job."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite reads in parts, in a transaction")
+    busy = submit(engine, job_type="frames", max_retries_per_task=1)
+    first, second = engine.claim_tasks("w1", 2)
+    results = [{"path": name, "size": 1, "mime_type": "text/plain"} for name in ("a", "b")]
+    finish(
+        engine,
+        [ok(first.task_seq, results=results), failure(second.task_seq, transient=True)],
+    )
+    engine.add_message(ALICE, busy, MessageCreate(message="first"))
+    engine.add_message(ALICE, busy, MessageCreate(message="second", level="warning"))
+    queued = [submit(engine, priority=priority) for priority in (10, 90, 50)]
+    idle = engine.create_job(ALICE, JobCreate(name="idle")).id
+    for job_id in (busy, *queued, idle):
+        with engine._reads.connect() as conn:
+            whole = engine._whole_record(conn, ALICE, job_id)
+            parts = engine._record_read_in_parts(conn, ALICE, job_id)
+        # The quote is an expected time, computed from the clock at each read.
+        assert whole.model_dump(exclude={"quote"}) == parts.model_dump(exclude={"quote"})
+    record = engine.get_job(ALICE, busy)
+    assert [m.message for m in record.messages][-2:] == ["first", "second"]
+    assert [r.id for r in record.results] == ["0/a", "0/b"]  # task 0's
+    assert record.task_status_counts == {"succeeded": 1, "ready": 2}
+    positions = [engine.get_job(ALICE, job_id).queue_position for job_id in queued]
+    assert positions == [2, 0, 1]
+    with pytest.raises(NotFound):
+        engine.get_job(Principal("bob"), busy)

@@ -36,6 +36,7 @@ from sqlalchemy import (
     null,
     select,
     text,
+    true,
     union_all,
     update,
 )
@@ -82,7 +83,7 @@ from jobdeck.engine.settings import EngineSettings
 from jobdeck.engine.writer import Tx, Writer
 from jobdeck.store.bulk import BulkInsert
 from jobdeck.store.checkpointer import Checkpointer
-from jobdeck.store.database import is_sqlite
+from jobdeck.store.database import is_sqlite, reads_engine
 from jobdeck.store.driver import Prepared
 from jobdeck.store.schema import (
     fixed,
@@ -144,11 +145,11 @@ _INSERT_LOGS = BulkInsert(job_logs, ["job_seq", "task_index", "level", "timestam
 
 # Statements of the read path, built once: building and keying a statement per call cost
 # more than running it.
-def _by_id(query: Select[Any]) -> tuple[Prepared, Prepared]:
+def _by_id(query: Select[Any], job: Any = jobs) -> tuple[Prepared, Prepared]:
     """``query`` for one job by ``:job_id``: as an admin's look-up, and as an owner's (also
-    by ``:owner``)."""
-    by_id = query.where(jobs.c.id == bindparam("job_id"))
-    return Prepared(by_id), Prepared(by_id.where(jobs.c.owner == bindparam("owner")))
+    by ``:owner``). ``job``: the jobs table, or the name the query gives it."""
+    by_id = query.where(job.c.id == bindparam("job_id"))
+    return Prepared(by_id), Prepared(by_id.where(job.c.owner == bindparam("owner")))
 
 
 _JOB_BY_ID = _by_id(select(jobs))
@@ -188,20 +189,26 @@ def _details_branch(what: str, **columns: Any) -> Any:
     )
 
 
-_DETAILS = Prepared(
-    union_all(
+def _details(job_seq: Any) -> Any:
+    """The rows of a job's details, for the job ``job_seq`` (a bound value, or the column of a
+    job the statement reads)."""
+    return union_all(
         _details_branch(
             "n", **{name: job_notes.c[name] for name in _DETAIL_COLUMNS if name in job_notes.c}
-        ).where(job_notes.c.job_seq == bindparam("seq")),
+        ).where(job_notes.c.job_seq == job_seq),
         _details_branch(
             "r",
             seq=job_results.c.seq,
             **{name: job_results.c[name] for name in ("result_id", "url", "size", "mime_type")},
-        ).where(job_results.c.job_seq == bindparam("seq")),
+        ).where(job_results.c.job_seq == job_seq),
         _details_branch("t", kind=tasks.c.state, size=cast(func.count(), job_results.c.size.type))
-        .where(tasks.c.job_seq == bindparam("seq"))
+        .where(tasks.c.job_seq == job_seq)
         .group_by(tasks.c.state),
-    ).order_by(literal_column("what"), literal_column("seq"))
+    )
+
+
+_DETAILS = Prepared(
+    _details(bindparam("seq")).order_by(literal_column("what"), literal_column("seq"))
 )
 
 
@@ -231,31 +238,67 @@ a GET of a job deep in a queue of a million would walk all of it (~50 ms here). 
 10,000 still added 0.7 ms (SQLite) to 1.3 ms (PostgreSQL) to every GET of a deep-queued job."""
 
 
-def _count_queued(*conditions: Any) -> Any:
-    """The queued jobs matching ``conditions``, counted up to ``:cap``."""
+def _count_queued(*conditions: Any, outer: Any = None) -> Any:
+    """The queued jobs matching ``conditions``, counted up to ``:cap``; ``outer``: the job
+    of the enclosing statement the conditions refer to, if any."""
     ahead: Select[Any] = select(literal_column("1")).where(
         jobs.c.phase == fixed(Phase.QUEUED), *conditions
     )
+    if outer is not None:
+        ahead = ahead.correlate(outer)
     return (
         select(func.count()).select_from(ahead.limit(bindparam("cap")).subquery()).scalar_subquery()
     )
 
 
-# A queued job's place: the queued jobs of higher priority, those of equal priority submitted
-# earlier (two range counts over the partial queue index, each stopping at the cap), and the
-# tasks running now.
-_QUEUE_FIGURES = Prepared(
-    select(
-        _count_queued(jobs.c.priority > bindparam("priority")).label("higher"),
-        _count_queued(
-            jobs.c.priority == bindparam("priority"), jobs.c.seq < bindparam("seq")
-        ).label("earlier"),
+def _queue_figures(priority: Any, seq: Any, outer: Any = None) -> tuple[Any, Any, Any]:
+    """A queued job's place: the queued jobs of higher priority, those of equal priority
+    submitted earlier (two range counts over the partial queue index, each stopping at the
+    cap), and the tasks running now. ``outer``: see :func:`_count_queued`."""
+    return (
+        _count_queued(jobs.c.priority > priority, outer=outer).label("higher"),
+        _count_queued(jobs.c.priority == priority, jobs.c.seq < seq, outer=outer).label("earlier"),
         select(func.count())
         .where(tasks.c.state == fixed(TaskState.RUNNING))
         .scalar_subquery()
         .label("running"),
     )
-)
+
+
+_QUEUE_FIGURES = Prepared(select(*_queue_figures(bindparam("priority"), bindparam("seq"))))
+
+
+def _whole_job() -> tuple[Prepared, Prepared]:
+    """PostgreSQL's read of a whole job in one statement: the job's columns, its queue figures
+    (NULLs unless it is QUEUED), then one detail (``detail_`` and the columns of
+    :data:`_DETAILS`) a row, the job's columns repeated (one row of NULL details if it has
+    none). One statement is one snapshot, where a read outside a transaction (the reads'
+    connections run in autocommit) would see each statement's own; and one round trip where
+    there were two or three. SQLite, which has no LATERAL, reads in a transaction."""
+    job = jobs.alias("job")
+    figures = (
+        select(*_queue_figures(job.c.priority, job.c.seq, job))
+        .where(job.c.phase == fixed(Phase.QUEUED))
+        .correlate(job)
+        .lateral("figures")
+    )
+    details = _details(job.c.seq).lateral("details")
+    query = (
+        select(
+            job,
+            figures.c.higher,
+            figures.c.earlier,
+            figures.c.running,
+            *(column.label(f"detail_{column.name}") for column in details.c),
+        )
+        .select_from(job.outerjoin(figures, true()).outerjoin(details, true()))
+        .order_by(details.c.what, details.c.seq)
+    )
+    return _by_id(query, job)
+
+
+_WHOLE_JOB_BY_ID = _whole_job()
+_WHOLE_JOB_DETAILS = len(jobs.c) + 3  # where the details begin in its rows
 
 
 @dataclass
@@ -346,10 +389,8 @@ class Engine:
         self.notifier = Notifier(db)
         self.writer = Writer(db, notifier=self.notifier)
         self._sqlite = is_sqlite(db)
-        # On PostgreSQL reads run outside a transaction: a read then costs no BEGIN and no
-        # ROLLBACK, two of the seven round trips a GET of a job made. (SQLite's are local
-        # calls; there a read keeps its one snapshot.)
-        self._reads = db if self._sqlite else db.execution_options(isolation_level="AUTOCOMMIT")
+        # On PostgreSQL reads run outside a transaction (store.database.reads_engine).
+        self._reads = reads_engine(db)
         self._statements = HotStatements(db.dialect)
         self._checkpointer = Checkpointer(db) if self._sqlite else None
         self._token_cache: dict[str, tuple[Principal | None, float]] = {}
@@ -370,6 +411,8 @@ class Engine:
         self.notifier.stop()
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._reads is not self.db:
+            self._reads.dispose()
 
     async def read(self, call: Callable[..., T], *args: Any) -> T:
         """Run the read ``call(*args)`` for async code. On SQLite it is a few index look-ups
@@ -1520,34 +1563,77 @@ class Engine:
 
     @staticmethod
     def _look_up(
-        conn: Connection, principal: Principal, job_id: str, lookups: tuple[Prepared, Prepared]
-    ) -> Any:
-        """The row of a job the principal may see (None: no such job, or not theirs), by one
-        of the look-ups :func:`_by_id` made."""
+        conn: Connection,
+        principal: Principal,
+        job_id: str,
+        lookups: tuple[Prepared, Prepared],
+        **params: Any,
+    ) -> list[Any]:
+        """The rows of a job the principal may see (none: no such job, or not theirs), by one
+        of the look-ups :func:`_by_id` made; ``params``: the other values it is given."""
         every, own = lookups
         if principal.admin:
-            return every.first(conn, {"job_id": job_id})
-        return own.first(conn, {"job_id": job_id, "owner": principal.user})
+            return every.rows(conn, {"job_id": job_id, **params})
+        return own.rows(conn, {"job_id": job_id, "owner": principal.user, **params})
 
     def get_job(self, principal: Principal, job_id: str) -> JobRecord:
         """The full record of a job the principal may see."""
+        if not self._sqlite:
+            with self._reads.connect() as conn:
+                return self._whole_record(conn, principal, job_id)
         # One transaction: the row and its details from one snapshot.
         with self._reads.begin() as conn:
-            row = self._look_up(conn, principal, job_id, _JOB_BY_ID)
-            if row is None:
-                raise NotFound(f"no job {job_id}", job_id=job_id)
-            return self._record(conn, row)
+            return self._record_read_in_parts(conn, principal, job_id)
+
+    def _record_read_in_parts(
+        self, conn: Connection, principal: Principal, job_id: str
+    ) -> JobRecord:
+        """The record of a job read by a statement for its row, one for its details and, if it
+        is queued, one for its place (SQLite, in a transaction)."""
+        found = self._look_up(conn, principal, job_id, _JOB_BY_ID)
+        if not found:
+            raise NotFound(f"no job {job_id}", job_id=job_id)
+        row = found[0]
+        figures = None
+        if row.phase == Phase.QUEUED:
+            figures = _QUEUE_FIGURES.first(
+                conn, {"priority": row.priority, "seq": row.seq, "cap": QUEUE_POSITION_CAP}
+            )
+        return self._record(conn, row, _DETAILS.rows(conn, {"seq": row.seq}), figures)
+
+    def _whole_record(self, conn: Connection, principal: Principal, job_id: str) -> JobRecord:
+        """The record of a job read in one statement (PostgreSQL: :func:`_whole_job`)."""
+        found = self._look_up(conn, principal, job_id, _WHOLE_JOB_BY_ID, cap=QUEUE_POSITION_CAP)
+        if not found:
+            raise NotFound(f"no job {job_id}", job_id=job_id)
+        row = found[0]
+        details = [
+            _DETAILS.row_of(values[_WHOLE_JOB_DETAILS:])
+            for values in found
+            if values.detail_what is not None
+        ]
+        figures = None
+        if row.phase == Phase.QUEUED:
+            figures = (row.higher, row.earlier, row.running)
+        return self._record(conn, row, details, figures)
 
     def job_phase(self, principal: Principal, job_id: str) -> Phase:
         """Just the phase of a job (cheap: for waiting)."""
         with self._reads.connect() as conn:
-            row = self._look_up(conn, principal, job_id, _PHASE_BY_ID)
-        if row is None:
+            found = self._look_up(conn, principal, job_id, _PHASE_BY_ID)
+        if not found:
             raise NotFound(f"no job {job_id}", job_id=job_id)
-        return Phase(row.phase)
+        return Phase(found[0].phase)
 
-    def _record(self, conn: Connection, row: Any) -> JobRecord:
-        seq = row.seq
+    def _record(
+        self,
+        conn: Connection,
+        row: Any,
+        details: Iterable[Any],
+        figures: tuple[int, int, int] | None,
+    ) -> JobRecord:
+        """A job's record from its row, its details (rows of :data:`_DETAILS`) and, if it is
+        queued, its queue figures (higher, earlier, running: :func:`_queue_figures`)."""
         timeline = [
             TimelineEntry(status=status, source=source, timestamp=stamp)
             for status, source, stamp in row.timeline
@@ -1556,7 +1642,7 @@ class Engine:
         errors: list[JobError] = []
         results: list[ResultRef] = []
         counts: dict[str, int] = {}
-        for detail in _DETAILS.rows(conn, {"seq": seq}):
+        for detail in details:
             if detail.what == "t":
                 counts[detail.kind] = detail.size
             elif detail.what == "r":
@@ -1592,10 +1678,8 @@ class Engine:
             value=row.tasks_succeeded + row.tasks_failed, max_value=row.task_count
         )
         position = running = None
-        if row.phase == Phase.QUEUED:
-            higher, earlier, running = _QUEUE_FIGURES.first(
-                conn, {"priority": row.priority, "seq": row.seq, "cap": QUEUE_POSITION_CAP}
-            )
+        if figures is not None:
+            higher, earlier, running = figures
             position = min(higher + earlier, QUEUE_POSITION_CAP)
         return JobRecord(
             id=row.id,

@@ -43,6 +43,29 @@ def open_database(url: str, *, sqlite_synchronous: SqliteSync = "NORMAL") -> Eng
     return engine
 
 
+def reads_engine(engine: Engine) -> Engine:
+    """The engine the reads of ``engine``'s store go through.
+
+    On SQLite, the store's own: a read there is a few local calls, and one snapshot. On
+    PostgreSQL, a pool of its own whose connections run in autocommit from their start: a
+    read then costs no BEGIN and no ROLLBACK round trips, and a job is read in one statement
+    (one snapshot). Asked per checkout of the store's pool instead
+    (``execution_options(isolation_level=...)``), autocommit was set and reset at each: 0.6
+    ms a look-up here against 0.35. Its connections are opened as reads need them.
+    """
+    if is_sqlite(engine):
+        return engine
+    reads = create_engine(
+        engine.url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=16,
+        max_overflow=32,
+        pool_pre_ping=True,
+    )
+    _refused_values_are_invalid(reads)
+    return reads
+
+
 def _open_sqlite(url: str, sqlite_synchronous: SqliteSync) -> Engine:
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":

@@ -114,6 +114,11 @@ class Prepared:
             return [make(row) for row in raw]
         return [make(process(row)) for row in raw]
 
+    def row_of(self, values: Sequence[Any]) -> Any:
+        """A row of this statement made of ``values`` (its columns, in order, processed),
+        read by another statement that returns them among its own."""
+        return self._row._make(values)
+
     def first(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         """The first row, or None."""
         rows = self.rows(conn, params)
