@@ -76,6 +76,24 @@ def test_failures_are_sqlalchemy_errors(database: Database) -> None:
         assert Prepared(select(jobs.c.id)).rows(conn, {})[0].id == "a"
 
 
+def test_run_returns_the_rows_of_a_statement_that_has_a_result(database: Database) -> None:
+    """Rows for a SELECT or a RETURNING (none when nothing matched); nothing for a statement
+    without a result, whose rows cannot be fetched."""
+    with database.begin() as conn:
+        conn.execute(insert(jobs), [_job("a"), _job("b")])
+    key = ":p" if database.dialect.name == "sqlite" else "%(p)s"
+    with database.begin() as conn:
+        assert run(conn, f"SELECT id FROM jobs WHERE priority = {key} ORDER BY id", {"p": 0}) == [
+            ("a",),
+            ("b",),
+        ]
+        update = f"UPDATE jobs SET priority = 1 WHERE id = {key} RETURNING id, priority"
+        assert run(conn, update, {"p": "a"}) == [("a", 1)]
+        assert run(conn, update, {"p": "gone"}) == []
+        assert run(conn, f"DELETE FROM jobs WHERE id = {key}", {"p": "b"}) == []
+        assert run(conn, "SELECT count(*) FROM jobs", {}) == [(1,)]
+
+
 def test_refused_value_is_invalid_input(pg_database: str) -> None:
     # PostgreSQL refuses a NUL character in text (SQLite keeps it).
     database = open_database(database_url(db=pg_database, data_dir=Path()))

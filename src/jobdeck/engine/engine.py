@@ -41,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import Engine as Database
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from jobdeck.domain.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from jobdeck.domain.ids import new_job_id, new_job_ids
@@ -474,10 +474,8 @@ class Engine:
         cached = self._cached(digest)
         if cached is not None:
             return cached[0]
-        with self._reads.connect() as conn:
-            row = conn.execute(
-                select(tokens.c.user, tokens.c.admin).where(tokens.c.token_hash == digest)
-            ).first()
+        query = select(tokens.c.user, tokens.c.admin).where(tokens.c.token_hash == digest)
+        row = self._reading(lambda conn: conn.execute(query).first())
         principal = Principal(row.user, bool(row.admin)) if row else None
         if len(self._token_cache) > 10_000:
             self._token_cache.clear()
@@ -1576,14 +1574,30 @@ class Engine:
             return every.rows(conn, {"job_id": job_id, **params})
         return own.rows(conn, {"job_id": job_id, "owner": principal.user, **params})
 
-    def get_job(self, principal: Principal, job_id: str) -> JobRecord:
-        """The full record of a job the principal may see."""
-        if not self._sqlite:
+    def _reading(self, read: Callable[[Connection], T]) -> T:
+        """``read(conn)`` on a connection of the reads' pool, in a transaction on SQLite.
+
+        On PostgreSQL the pool lends a connection without a ping first (a round trip, one of
+        the two a read of a job made); a read that finds its connection dead (the server
+        restarted, the connection was dropped) lets go of every connection the pool holds
+        and runs once more, on a new one. Reads change nothing: running one again is safe.
+        """
+        try:
             with self._reads.connect() as conn:
-                return self._whole_record(conn, principal, job_id)
-        # One transaction: the row and its details from one snapshot.
-        with self._reads.begin() as conn:
-            return self._record_read_in_parts(conn, principal, job_id)
+                return read(conn)
+        except DBAPIError as error:
+            if self._sqlite or not error.connection_invalidated:
+                raise
+            log.warning("a read found its connection to the database dead; reading again")
+            self._reads.dispose()
+        with self._reads.connect() as conn:
+            return read(conn)
+
+    def get_job(self, principal: Principal, job_id: str) -> JobRecord:
+        """The full record of a job the principal may see: on PostgreSQL in one statement, on
+        SQLite in parts, in one transaction (one snapshot either way)."""
+        read = self._record_read_in_parts if self._sqlite else self._whole_record
+        return self._reading(lambda conn: read(conn, principal, job_id))
 
     def _record_read_in_parts(
         self, conn: Connection, principal: Principal, job_id: str
@@ -1619,8 +1633,7 @@ class Engine:
 
     def job_phase(self, principal: Principal, job_id: str) -> Phase:
         """Just the phase of a job (cheap: for waiting)."""
-        with self._reads.connect() as conn:
-            found = self._look_up(conn, principal, job_id, _PHASE_BY_ID)
+        found = self._reading(lambda conn: self._look_up(conn, principal, job_id, _PHASE_BY_ID))
         if not found:
             raise NotFound(f"no job {job_id}", job_id=job_id)
         return Phase(found[0].phase)
@@ -1786,8 +1799,7 @@ class Engine:
             except ValueError:
                 raise ValidationFailed(f"not a cursor: {cursor!r}", field="cursor") from None
         query = query.order_by(jobs.c.seq.desc()).limit(limit + 1)
-        with self._reads.connect() as conn:
-            rows = conn.execute(query).all()
+        rows = self._reading(lambda conn: conn.execute(query).all())
         page = rows[:limit]
         return JobList(
             jobs=[JobSummary.model_validate(row._mapping) for row in page],
@@ -1803,8 +1815,7 @@ class Engine:
         )
         if not principal.admin:
             query = query.where(job_counts.c.owner == principal.user)
-        with self._reads.connect() as conn:
-            rows = conn.execute(query).all()
+        rows = self._reading(lambda conn: conn.execute(query).all())
         if not self._sqlite and sum(count for _phase, _n, count in rows) > COUNT_ROWS_FOLDED_AT:
             self.writer.submit(self._compacting).add_done_callback(_log_fold_failure)
         return {phase: int(n) for phase, n, _count in rows if n}
@@ -1824,15 +1835,13 @@ class Engine:
         self, principal: Principal, job_id: str, result_id: str
     ) -> tuple[Path | None, ResultRef]:
         """Where a result's file is (None for a result held elsewhere, at its URL)."""
-        with self._reads.connect() as conn:
-            row = conn.execute(
-                self._visible(
-                    principal,
-                    select(job_results, jobs.c.id.label("job_id"))
-                    .join(jobs, jobs.c.seq == job_results.c.job_seq)
-                    .where(jobs.c.id == job_id, job_results.c.result_id == result_id),
-                )
-            ).first()
+        query = self._visible(
+            principal,
+            select(job_results, jobs.c.id.label("job_id"))
+            .join(jobs, jobs.c.seq == job_results.c.job_seq)
+            .where(jobs.c.id == job_id, job_results.c.result_id == result_id),
+        )
+        row = self._reading(lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound(f"job {job_id} has no result {result_id!r}", result_id=result_id)
         ref = ResultRef(id=row.result_id, url=row.url, size=row.size, mime_type=row.mime_type)
@@ -1859,7 +1868,8 @@ class Engine:
                 f"unknown log level {level!r}; known: {', '.join(LOG_LEVELS)}", field="level"
             )
         levels = LOG_LEVELS[LOG_LEVELS.index(level) :]
-        with self._reads.connect() as conn:
+
+        def read(conn: Connection) -> list[Any]:
             seq = conn.execute(
                 self._visible(principal, select(jobs.c.seq).where(jobs.c.id == job_id))
             ).scalar()
@@ -1873,7 +1883,9 @@ class Engine:
             )
             if level != "debug":
                 query = query.where(job_logs.c.level.in_(levels))
-            rows = conn.execute(query).all()
+            return list(conn.execute(query).all())
+
+        rows = self._reading(read)
         return LogPage(
             logs=[
                 LogEntry(

@@ -51,7 +51,9 @@ def reads_engine(engine: Engine) -> Engine:
     read then costs no BEGIN and no ROLLBACK round trips, and a job is read in one statement
     (one snapshot). Asked per checkout of the store's pool instead
     (``execution_options(isolation_level=...)``), autocommit was set and reset at each: 0.6
-    ms a look-up here against 0.35. Its connections are opened as reads need them.
+    ms a look-up here against 0.35. Its connections are opened as reads need them, and lent
+    without a ping (a round trip): the engine reads again, on a new connection, should a read
+    find its connection dead (``Engine._reading``).
     """
     if is_sqlite(engine):
         return engine
@@ -60,7 +62,6 @@ def reads_engine(engine: Engine) -> Engine:
         isolation_level="AUTOCOMMIT",
         pool_size=16,
         max_overflow=32,
-        pool_pre_ping=True,
     )
     _refused_values_are_invalid(reads)
     return reads

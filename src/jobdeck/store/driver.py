@@ -29,11 +29,25 @@ def run(conn: Connection, sql: str, params: Params) -> list[Any]:
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, params)
-        return list(cursor.fetchall()) if cursor.description is not None else []
+        return list(cursor.fetchall()) if _has_rows(cursor) else []
     except conn.dialect.loaded_dbapi.Error as error:
         raise _translated(conn, sql, params, error, cursor) from error
     finally:
         cursor.close()
+
+
+def _has_rows(cursor: Any) -> bool:
+    """Whether the statement just run returned rows (none, but a result: a SELECT or a
+    RETURNING). psycopg builds a column object for each column at every read of a cursor's
+    ``description``, 0.12 ms for a job's 47 here; its ``rownumber`` answers for nothing.
+    sqlite3 has no ``rownumber``, and a ``description`` it made once."""
+    number = getattr(cursor, "rownumber", _NO_ROWNUMBER)
+    if number is _NO_ROWNUMBER:
+        return cursor.description is not None
+    return number is not None
+
+
+_NO_ROWNUMBER = object()
 
 
 def _autobegin(conn: Connection) -> None:
@@ -46,9 +60,12 @@ def _autobegin(conn: Connection) -> None:
 def _translated(conn: Connection, sql: str, params: Any, error: Any, cursor: Any) -> Exception:
     """The exception SQLAlchemy would raise for ``error``: a refused value is invalid input,
     a lost connection is dropped from the pool."""
-    if conn.dialect.is_disconnect(error, conn.connection, cursor):
+    disconnected = conn.dialect.is_disconnect(error, conn.connection, cursor)
+    if disconnected:
         conn.invalidate(error)
-    wrapped = DBAPIError.instance(sql, params, error, conn.dialect.loaded_dbapi.Error)
+    wrapped = DBAPIError.instance(
+        sql, params, error, conn.dialect.loaded_dbapi.Error, connection_invalidated=disconnected
+    )
     return refused_value(wrapped) if isinstance(wrapped, DataError) else wrapped
 
 
