@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -189,10 +189,10 @@ def _details_branch(what: str, **columns: Any) -> Any:
     )
 
 
-def _details(job_seq: Any) -> Any:
-    """The rows of a job's details, for the job ``job_seq`` (a bound value, or the column of a
-    job the statement reads)."""
-    return union_all(
+def _details(job_seq: Any, outer: Any = None) -> Any:
+    """The rows of a job's details, for the job ``job_seq``: a bound value, or the column of
+    the job (``outer``) that an enclosing statement reads."""
+    branches = [
         _details_branch(
             "n", **{name: job_notes.c[name] for name in _DETAIL_COLUMNS if name in job_notes.c}
         ).where(job_notes.c.job_seq == job_seq),
@@ -204,7 +204,10 @@ def _details(job_seq: Any) -> Any:
         _details_branch("t", kind=tasks.c.state, size=cast(func.count(), job_results.c.size.type))
         .where(tasks.c.job_seq == job_seq)
         .group_by(tasks.c.state),
-    )
+    ]
+    if outer is not None:
+        branches = [branch.correlate(outer) for branch in branches]
+    return union_all(*branches)
 
 
 _DETAILS = Prepared(
@@ -269,12 +272,14 @@ _QUEUE_FIGURES = Prepared(select(*_queue_figures(bindparam("priority"), bindpara
 
 
 def _whole_job() -> tuple[Prepared, Prepared]:
-    """PostgreSQL's read of a whole job in one statement: the job's columns, its queue figures
-    (NULLs unless it is QUEUED), then one detail (``detail_`` and the columns of
-    :data:`_DETAILS`) a row, the job's columns repeated (one row of NULL details if it has
-    none). One statement is one snapshot, where a read outside a transaction (the reads'
-    connections run in autocommit) would see each statement's own; and one round trip where
-    there were two or three. SQLite, which has no LATERAL, reads in a transaction."""
+    """PostgreSQL's read of a whole job in one statement, one row: the job's columns, its
+    queue figures (NULLs unless it is QUEUED) and ``details``, a JSON array of its details,
+    each an array of the columns of :data:`_DETAILS` (NULL if it has none; see
+    :func:`_detail_of`). One statement is one snapshot, where a read outside a transaction
+    (the reads' connections run in autocommit) sees each statement's own; and one round
+    trip where there were two or three. (A row per detail, each repeating the job's
+    columns, made a job of 1,000 results eight times as slow to read.) SQLite, which has no
+    LATERAL, reads in a transaction."""
     job = jobs.alias("job")
     figures = (
         select(*_queue_figures(job.c.priority, job.c.seq, job))
@@ -282,23 +287,34 @@ def _whole_job() -> tuple[Prepared, Prepared]:
         .correlate(job)
         .lateral("figures")
     )
-    details = _details(job.c.seq).lateral("details")
-    query = (
-        select(
-            job,
-            figures.c.higher,
-            figures.c.earlier,
-            figures.c.running,
-            *(column.label(f"detail_{column.name}") for column in details.c),
-        )
-        .select_from(job.outerjoin(figures, true()).outerjoin(details, true()))
-        .order_by(details.c.what, details.c.seq)
+    rows = _details(job.c.seq, outer=job).subquery("detail")
+    details = (
+        select(func.json_agg(func.json_build_array(*rows.c)).label("details"))
+        .select_from(rows)
+        .correlate(job)
+        .lateral("details")
     )
+    query = select(
+        job, figures.c.higher, figures.c.earlier, figures.c.running, details.c.details
+    ).select_from(job.outerjoin(figures, true()).outerjoin(details, true()))
     return _by_id(query, job)
 
 
 _WHOLE_JOB_BY_ID = _whole_job()
-_WHOLE_JOB_DETAILS = len(jobs.c) + 3  # where the details begin in its rows
+_DETAIL_TIMESTAMP = 1 + list(_DETAIL_COLUMNS).index("timestamp")  # in a row of _DETAILS
+
+
+def _detail_of(values: list[Any]) -> Any:
+    """A row of :data:`_DETAILS` from its values as JSON gives them: its time as text."""
+    stamp = values[_DETAIL_TIMESTAMP]
+    if stamp is not None:
+        values[_DETAIL_TIMESTAMP] = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+    return _DETAILS.row_of(values)
+
+
+def _detail_order(detail: Any) -> tuple[str, int]:
+    """Notes and results in the order they were made (as :data:`_DETAILS` sorts them)."""
+    return detail.what, detail.seq or 0
 
 
 @dataclass
@@ -1621,11 +1637,7 @@ class Engine:
         if not found:
             raise NotFound(f"no job {job_id}", job_id=job_id)
         row = found[0]
-        details = [
-            _DETAILS.row_of(values[_WHOLE_JOB_DETAILS:])
-            for values in found
-            if values.detail_what is not None
-        ]
+        details = sorted(map(_detail_of, row.details or ()), key=_detail_order)
         figures = None
         if row.phase == Phase.QUEUED:
             figures = (row.higher, row.earlier, row.running)
