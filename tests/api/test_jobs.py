@@ -463,6 +463,36 @@ def test_a_value_the_database_refuses_is_invalid_input(alice: httpx.Client, db_u
     assert alice.get(f"/jobs/{kept['id']}").json()["json_parameters"] == {"k": "\x00"}
 
 
+def test_connections_lost_to_postgresql_are_a_503_then_found_again(
+    alice: httpx.Client, server: Server, db_url: str
+) -> None:
+    """The database server ends every connection of the service (a restart, say): the
+    write that meets its dead connection is refused with a 503 and Retry-After, not a
+    500; the next one runs on a new connection; reads read again on their own."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has no connection to lose")
+    job = create(alice)
+    with server.engine.db.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
+        ended = admin.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar_one()
+        assert ended >= 2  # the writer's and a reader's at least
+        deadline = time.monotonic() + 10
+        while admin.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar_one():
+            assert time.monotonic() < deadline, "the connections did not end"
+            time.sleep(0.05)
+    refused = alice.post("/jobs", json={"name": "during"})
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "unavailable"
+    assert refused.headers["Retry-After"] == "1"
+    assert alice.post("/jobs", json={"name": "after"}).status_code == 201
+    assert alice.get(f"/jobs/{job['id']}").json()["id"] == job["id"]
+
+
 def test_workers_of_a_server_without_local_workers(
     server: Server, client_for: Callable[..., httpx.Client], alice: httpx.Client
 ) -> None:

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -526,12 +527,37 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         return error_response(error.status_code, code, str(error.detail))
 
+    # A handler of its own (not the catch-all's): Starlette answers an Exception's handler
+    # and then raises it again, and uvicorn closes the connection, under the answer.
+    @app.exception_handler(DBAPIError)
+    async def _database(_request: Request, error: DBAPIError) -> JSONResponse:
+        if not _database_unreachable(error):
+            return await _internal(_request, error)
+        log.error("the database could not be reached: %s", error)
+        response = error_response(
+            503, "unavailable", "the database could not be reached; try again shortly"
+        )
+        response.headers["Retry-After"] = "1"
+        return response
+
     @app.exception_handler(Exception)
     async def _internal(_request: Request, error: Exception) -> JSONResponse:
         log.exception("internal error", exc_info=error)
         return error_response(500, "internal", "internal error; the server log has the details")
 
     return app
+
+
+def _database_unreachable(error: DBAPIError) -> bool:
+    """Whether ``error`` is the store's connection lost or refused (PostgreSQL restarting or
+    down, a dropped link): a condition to wait out, not a fault of the service. A write that
+    fails so is not acknowledged; should the link have dropped during its commit, it may
+    have committed all the same, which a retry with the same ``Idempotency-Key`` finds.
+    (SQLite's OperationalError means a missing table or a failing disk as often as a busy
+    store: those stay internal errors.)"""
+    return error.connection_invalidated or (
+        isinstance(error, OperationalError) and type(error.orig).__module__.startswith("psycopg")
+    )
 
 
 def create_asgi(engine: Engine, *, dispatcher: "Dispatcher | None" = None) -> Any:
