@@ -4,10 +4,15 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server
+from conftest import Server, free_port
+
+from jobdeck.engine.engine import Engine
+from jobdeck.engine.settings import EngineSettings
+from jobdeck.store.database import database_url, open_database
 
 
 def create(client: httpx.Client, **body: object) -> dict:
@@ -463,12 +468,12 @@ def test_a_value_the_database_refuses_is_invalid_input(alice: httpx.Client, db_u
     assert alice.get(f"/jobs/{kept['id']}").json()["json_parameters"] == {"k": "\x00"}
 
 
-def test_connections_lost_to_postgresql_are_a_503_then_found_again(
-    alice: httpx.Client, server: Server, db_url: str
+def test_connections_postgresql_ended_are_replaced_unseen(
+    alice: httpx.Client, server: Server, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The database server ends every connection of the service (a restart, say): the
-    write that meets its dead connection is refused with a 503 and Retry-After, not a
-    500; the next one runs on a new connection; reads read again on their own."""
+    write that meets its dead connection before its commit runs again on a new one, and
+    reads read again on their own; the client sees only its answers."""
     if not db_url.startswith("postgresql"):
         pytest.skip("SQLite has no connection to lose")
     job = create(alice)
@@ -485,12 +490,30 @@ def test_connections_lost_to_postgresql_are_a_503_then_found_again(
         ).scalar_one():
             assert time.monotonic() < deadline, "the connections did not end"
             time.sleep(0.05)
-    refused = alice.post("/jobs", json={"name": "during"})
-    assert refused.status_code == 503, refused.text
-    assert refused.json()["code"] == "unavailable"
-    assert refused.headers["Retry-After"] == "1"
     assert alice.post("/jobs", json={"name": "after"}).status_code == 201
     assert alice.get(f"/jobs/{job['id']}").json()["id"] == job["id"]
+    assert "writing the batch again" in caplog.text
+
+
+def test_a_database_that_cannot_be_reached_is_a_503(settings: EngineSettings) -> None:
+    """PostgreSQL down (nothing listens on its port): requests that need it are refused with
+    503 and Retry-After, which the client raises as ServiceUnavailable, not a 500."""
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    db = open_database(database_url(db=url, data_dir=Path()))
+    server = Server(Engine(db, settings))
+    server.start()
+    try:
+        client = httpx.Client(
+            base_url=f"{server.url}/api/v1", headers={"Authorization": "Bearer jd_x"}
+        )
+        assert client.get("/health").status_code == 200
+        for response in (client.get("/jobs/some-id"), client.post("/jobs", json={})):
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "unavailable"
+            assert response.headers["Retry-After"] == "1"
+    finally:
+        server.stop()
+        db.dispose()
 
 
 def test_workers_of_a_server_without_local_workers(

@@ -2,12 +2,17 @@
 
 import threading
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
+from sqlalchemy.exc import OperationalError
 
 from jobdeck.domain.records import JobCreate
 from jobdeck.engine.engine import Engine, Principal, TaskOutcome
+from jobdeck.engine.settings import EngineSettings
+from jobdeck.store.database import database_url, open_database
 
 
 def test_the_writer_plans_each_statement_for_the_tables_as_they_are(
@@ -75,3 +80,38 @@ def test_only_claims_and_leases_may_be_lost(engine: Engine) -> None:
     done = TaskOutcome(task_seq=first[0].task_seq, worker_id="w1", ok=True)
     assert len(engine.claim_tasks("w1", 1, finished=[done])) == 1
     assert handed == [True, False, False, True]
+
+
+def test_an_operation_cancelled_before_it_runs_is_not_written(engine: Engine) -> None:
+    """A caller that gives up (an asyncio task cancelled while awaiting the commit) cancels
+    its future: the operation is not run, and the writer goes on (resolving a cancelled
+    future raised, and stopped the writing thread)."""
+    release = threading.Event()
+    held = engine.writer.submit(lambda tx: release.wait(10))
+    ran: list[str] = []
+    given_up = engine.writer.submit(lambda tx: ran.append("given up"))
+    assert given_up.cancel()
+    kept = engine.writer.submit(lambda tx: ran.append("kept"))
+    release.set()
+    assert held.result(timeout=10) is True and kept.result(timeout=10) is None
+    assert ran == ["kept"]
+    assert engine.writer.submit(lambda tx: "still writing").result(timeout=10) == "still writing"
+
+
+def test_a_database_that_cannot_be_reached_fails_the_writes_and_the_writer_goes_on(
+    settings: EngineSettings,
+) -> None:
+    """With PostgreSQL down (nothing listens on its port), each write fails at once with the
+    connection's error instead of stopping the writing thread (which left every later
+    write waiting for ever)."""
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    db = open_database(database_url(db=url, data_dir=Path()))
+    engine = Engine(db, settings)
+    engine.writer.start()  # the writer alone: the notifier would only retry its LISTEN
+    try:
+        for _ in range(2):
+            with pytest.raises(OperationalError):
+                engine.writer.submit(lambda tx: None).result(timeout=10)
+    finally:
+        engine.writer.stop()
+        db.dispose()

@@ -99,6 +99,7 @@ class Writer:
         self._sqlite = is_sqlite(db)
         self._options = {"sqlite_begin": "IMMEDIATE"} if self._sqlite else {}
         self._connection: Connection | None = None
+        self._committing = False
 
     def start(self) -> None:
         """Start the writing thread."""
@@ -143,17 +144,22 @@ class Writer:
                     stopping = True
                     break
                 batch.append(item)
-            self._write(batch)
+            # A future its caller cancelled (an asyncio task cancelled while awaiting it) is
+            # not written, and could not be resolved; the others cannot be cancelled now.
+            batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
+            if batch:
+                self._write(batch)
         if self._connection is not None:
             self._connection.close()
             self._connection = None
 
-    def _write(self, batch: list["_Item"]) -> None:
+    def _connect(self) -> Connection:
+        """The writer's connection, made on first use and after a failure."""
         if self._connection is None:
-            self._connection = self._db.connect().execution_options(**self._options)
+            connection = self._db.connect().execution_options(**self._options)
             # On the driver's connection: through SQLAlchemy it would begin a transaction.
-            driver: Any = self._connection.connection.driver_connection
-            if is_sqlite(self._db):
+            driver: Any = connection.connection.driver_connection
+            if self._sqlite:
                 driver.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
                 # The log is checkpointed by a thread of its own (store.checkpointer).
                 driver.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
@@ -165,49 +171,76 @@ class Writer:
                 # are, which costs little against a batch. (PostgreSQL's plan_cache_mode
                 # would also replan the foreign key checks of every inserted task.)
                 driver.prepare_threshold = None
-        conn = self._connection
+            self._connection = connection
+        return self._connection
+
+    def _write(self, batch: list["_Item"]) -> None:
+        """Run a batch in one transaction and resolve its futures. A batch whose connection
+        turns out dead before its commit (the server restarted, the link dropped) committed
+        nothing: it runs once more on a new connection. One whose connection is lost during
+        the commit may have committed: it fails, as does any other failure."""
+        for attempt in (1, 2):
+            conn: Connection | None = None
+            self._committing = False
+            try:
+                conn = self._connect()
+                outcomes, changes = self._transaction(conn, batch)
+            except Exception as error:
+                # The connection may be broken: the next batch starts on a fresh one.
+                self._connection = None
+                lost = conn is not None and conn.invalidated and not self._committing
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                if lost and attempt == 1:
+                    log.warning("the database connection was lost; writing the batch again")
+                    continue
+                if len(batch) > 1:
+                    log.exception("a write batch of %d operations failed", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                return
+            for future, ok, value in outcomes:
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+            if changes:
+                self._notifier.wake(changes)
+            return
+
+    def _transaction(
+        self, conn: Connection, batch: list["_Item"]
+    ) -> tuple[list[tuple["Future[Any]", bool, Any]], Changes]:
+        """Run the batch's operations in one transaction and commit it: each operation's
+        outcome (its future, whether it succeeded, its result or error), and the changes."""
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         changes = Changes()
         # A savepoint per operation keeps one failure from failing the batch; a batch of one
         # needs none (and light load is mostly batches of one).
         alone = len(batch) == 1
         relaxed = not self._sqlite and not any(item.durable for item in batch)
-        try:
-            with conn.begin():
-                if relaxed:
-                    run(conn, "SET LOCAL synchronous_commit = off", ())
-                for operation, future, _durable in batch:
-                    tx = Tx(conn=conn, now=datetime.now(UTC), changes=Changes())
-                    try:
-                        if alone:
-                            result = operation(tx)
-                        else:
-                            with conn.begin_nested():
-                                result = operation(tx)
-                    except Exception as error:  # the operation's own failure
-                        if alone:
-                            raise
-                        outcomes.append((future, False, error))
+        with conn.begin():
+            if relaxed:
+                run(conn, "SET LOCAL synchronous_commit = off", ())
+            for operation, future, _durable in batch:
+                tx = Tx(conn=conn, now=datetime.now(UTC), changes=Changes())
+                try:
+                    if alone:
+                        result = operation(tx)
                     else:
-                        outcomes.append((future, True, result))
-                        changes.merge(tx.changes)
-                if changes:
-                    self._notifier.publish(changes, conn)
-        except Exception as error:
-            if not alone:
-                log.exception("a write batch of %d operations failed", len(batch))
-            # The connection may be broken: the next batch starts on a fresh one.
-            self._connection = None
-            with contextlib.suppress(Exception):
-                conn.close()
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
-            return
-        for future, ok, value in outcomes:
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-        if changes:
-            self._notifier.wake(changes)
+                        with conn.begin_nested():
+                            result = operation(tx)
+                except Exception as error:  # the operation's own failure
+                    if alone or conn.invalidated:  # a lost connection fails the batch
+                        raise
+                    outcomes.append((future, False, error))
+                else:
+                    outcomes.append((future, True, result))
+                    changes.merge(tx.changes)
+            if changes:
+                self._notifier.publish(changes, conn)
+            # What fails from here on fails in the commit, which may have been done.
+            self._committing = True
+        return outcomes, changes
