@@ -14,6 +14,8 @@ SqliteSync = Literal["NORMAL", "FULL"]
 MIGRATIONS = Path(__file__).parent / "migrations"
 READER_CACHE_KIB = 2048
 WRITER_CACHE_KIB = 16384
+POOL_SIZES = {"pool_size": 16, "max_overflow": 32}
+"""Connections a pool keeps, and how many more it opens at a peak."""
 HEAD_REVISION = "0003"
 """The newest migration (a test holds it to Alembic's own view): a store already there is
 not handed to Alembic at all, whose import alone costs a second of a server's start."""
@@ -38,7 +40,7 @@ def open_database(url: str, *, sqlite_synchronous: SqliteSync = "NORMAL") -> Eng
     if url.startswith("sqlite"):
         engine = _open_sqlite(url, sqlite_synchronous)
     else:
-        engine = create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, **POOL_SIZES)
     _refused_values_are_invalid(engine)
     return engine
 
@@ -57,12 +59,7 @@ def reads_engine(engine: Engine) -> Engine:
     """
     if is_sqlite(engine):
         return engine
-    reads = create_engine(
-        engine.url,
-        isolation_level="AUTOCOMMIT",
-        pool_size=16,
-        max_overflow=32,
-    )
+    reads = create_engine(engine.url, isolation_level="AUTOCOMMIT", **POOL_SIZES)
     _refused_values_are_invalid(reads)
     return reads
 
@@ -74,8 +71,7 @@ def _open_sqlite(url: str, sqlite_synchronous: SqliteSync) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
-        pool_size=16,
-        max_overflow=32,
+        **POOL_SIZES,
     )
 
     @event.listens_for(engine, "connect")
