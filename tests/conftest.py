@@ -53,6 +53,33 @@ def pg_database() -> Iterator[str]:
         admin.dispose()
 
 
+def end_connections(db: Database, where: str, params: dict[str, Any] | None = None) -> int:
+    """Have the PostgreSQL server end the backends ``where`` selects in ``pg_stat_activity``
+    (as a restart or a dropped link would), other than the caller's own, and wait until they
+    are gone; how many it ended."""
+    selected = f"FROM pg_stat_activity WHERE ({where}) AND pid <> pg_backend_pid()"
+    # Autocommit: a transaction would keep seeing the activity of its first look.
+    with db.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
+        ended = admin.exec_driver_sql(
+            f"SELECT count(pg_terminate_backend(pid)) {selected}", params or {}
+        ).scalar_one()
+        deadline = time.monotonic() + 10
+        while admin.exec_driver_sql(f"SELECT count(*) {selected}", params or {}).scalar_one():
+            assert time.monotonic() < deadline, "the server did not end the connections"
+            time.sleep(0.05)
+    return int(ended)
+
+
+@pytest.fixture
+def unreachable_pg() -> Iterator[Database]:
+    """A PostgreSQL store nobody listens for (PostgreSQL down): every connection is refused."""
+    db = open_database(
+        database_url(db=f"postgresql://nobody@127.0.0.1:{free_port()}/none", data_dir=Path())
+    )
+    yield db
+    db.dispose()
+
+
 @pytest.fixture(params=DATABASES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A SQLAlchemy URL of an empty database, once per kind of database."""

@@ -4,15 +4,14 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Server, free_port
+from conftest import Server, end_connections
+from sqlalchemy import Engine as Database
 
 from jobdeck.engine.engine import Engine
 from jobdeck.engine.settings import EngineSettings
-from jobdeck.store.database import database_url, open_database
 
 
 def create(client: httpx.Client, **body: object) -> dict:
@@ -477,30 +476,19 @@ def test_connections_postgresql_ended_are_replaced_unseen(
     if not db_url.startswith("postgresql"):
         pytest.skip("SQLite has no connection to lose")
     job = create(alice)
-    with server.engine.db.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
-        ended = admin.exec_driver_sql(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).scalar_one()
-        assert ended >= 2  # the writer's and a reader's at least
-        deadline = time.monotonic() + 10
-        while admin.exec_driver_sql(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).scalar_one():
-            assert time.monotonic() < deadline, "the connections did not end"
-            time.sleep(0.05)
+    # The writer's and a reader's at least.
+    assert end_connections(server.engine.db, "datname = current_database()") >= 2
     assert alice.post("/jobs", json={"name": "after"}).status_code == 201
     assert alice.get(f"/jobs/{job['id']}").json()["id"] == job["id"]
     assert "writing the batch again" in caplog.text
 
 
-def test_a_database_that_cannot_be_reached_is_a_503(settings: EngineSettings) -> None:
+def test_a_database_that_cannot_be_reached_is_a_503(
+    settings: EngineSettings, unreachable_pg: Database
+) -> None:
     """PostgreSQL down (nothing listens on its port): requests that need it are refused with
     503 and Retry-After, which the client raises as ServiceUnavailable, not a 500."""
-    url = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
-    db = open_database(database_url(db=url, data_dir=Path()))
-    server = Server(Engine(db, settings))
+    server = Server(Engine(unreachable_pg, settings))
     server.start()
     try:
         client = httpx.Client(
@@ -513,7 +501,6 @@ def test_a_database_that_cannot_be_reached_is_a_503(settings: EngineSettings) ->
             assert response.headers["Retry-After"] == "1"
     finally:
         server.stop()
-        db.dispose()
 
 
 def test_workers_of_a_server_without_local_workers(

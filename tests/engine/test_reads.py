@@ -1,9 +1,9 @@
 """Reads on PostgreSQL: connections lent without a ping, and read again when found dead."""
 
 import logging
-import time
 
 import pytest
+from conftest import end_connections
 
 from jobdeck.domain.records import JobCreate
 from jobdeck.engine.engine import Engine, ListFilter, Principal
@@ -13,22 +13,12 @@ ALICE = Principal("alice")
 
 def _drop_read_connections(engine: Engine, count: int) -> None:
     """Open ``count`` connections of the reads' pool, give them back, and have the server
-    end them (as a restart or a dropped network link would)."""
+    end them."""
     connections = [engine._reads.connect() for _ in range(count)]
     pids = [c.connection.driver_connection.info.backend_pid for c in connections]
     for connection in connections:
         connection.close()
-    # Autocommit: a transaction would keep seeing the activity of its first look.
-    with engine.db.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
-        admin.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM unnest(%(pids)s::int[]) AS pid", {"pids": pids}
-        )
-        deadline = time.monotonic() + 10
-        while admin.exec_driver_sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%(pids)s::int[])", {"pids": pids}
-        ).scalar_one():
-            assert time.monotonic() < deadline, "the server did not end the connections"
-            time.sleep(0.05)
+    assert end_connections(engine.db, "pid = ANY(%(pids)s::int[])", {"pids": pids}) == count
 
 
 def test_a_read_that_finds_its_connection_dead_reads_again(

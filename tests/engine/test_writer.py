@@ -2,17 +2,15 @@
 
 import threading
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from sqlalchemy import Engine as Database
 from sqlalchemy.exc import OperationalError
 
 from jobdeck.domain.records import JobCreate
 from jobdeck.engine.engine import Engine, Principal, TaskOutcome
 from jobdeck.engine.settings import EngineSettings
-from jobdeck.store.database import database_url, open_database
 
 
 def test_the_writer_plans_each_statement_for_the_tables_as_they_are(
@@ -99,14 +97,12 @@ def test_an_operation_cancelled_before_it_runs_is_not_written(engine: Engine) ->
 
 
 def test_a_database_that_cannot_be_reached_fails_the_writes_and_the_writer_goes_on(
-    settings: EngineSettings,
+    settings: EngineSettings, unreachable_pg: Database
 ) -> None:
     """With PostgreSQL down (nothing listens on its port), each write fails at once with the
     connection's error instead of stopping the writing thread (which left every later
     write waiting for ever)."""
-    url = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
-    db = open_database(database_url(db=url, data_dir=Path()))
-    engine = Engine(db, settings)
+    engine = Engine(unreachable_pg, settings)
     engine.writer.start()  # the writer alone: the notifier would only retry its LISTEN
     try:
         for _ in range(2):
@@ -114,4 +110,3 @@ def test_a_database_that_cannot_be_reached_fails_the_writes_and_the_writer_goes_
                 engine.writer.submit(lambda tx: None).result(timeout=10)
     finally:
         engine.writer.stop()
-        db.dispose()
