@@ -600,6 +600,25 @@ def test_accounting_of_slots(make_pool: MakePool, tmp_path: Path) -> None:
     assert pool.free_slots() == 8 and pool.running() == []
 
 
+def test_a_task_goes_to_an_idle_process_not_behind_a_running_one(
+    make_pool: MakePool, tmp_path: Path
+) -> None:
+    pool, events = make_pool(2)
+    assert pool.idle() == 2
+    long = task("sleep", tmp_path / "long", seconds=5)
+    pool.submit([long])
+    events.wait_started(long.task_id)
+    assert pool.idle() == 1
+    short = task("noop", tmp_path / "short")
+    pool.submit([short])
+    started = time.monotonic()
+    assert events.wait_one(short.task_id, timeout=4).ok
+    assert time.monotonic() - started < 4
+    assert long.task_id not in events.finished()
+    assert pool.idle() == 1
+    pool.cancel(long.task_id, "aborted")
+
+
 def ran_on(assignments: list[TaskAssignment]) -> set[int]:
     """The worker processes that ran these ``pid`` tasks (each writes its pid as its result)."""
     return {int(json.loads((Path(a.results_dir) / "result.json").read_text())) for a in assignments}

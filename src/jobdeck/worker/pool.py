@@ -194,6 +194,13 @@ class ProcessPool:
                 return 0
             return max(0, self._capacity - len(self._tasks))
 
+    def idle(self) -> int:
+        """How many processes would start a task given now (none waits for one)."""
+        with self._lock:
+            if self._state != "running":
+                return 0
+            return max(0, self._size - len(self._tasks))
+
     def submit(self, assignments: Iterable[TaskAssignment]) -> None:
         """Queue tasks; they run in the order given (per process)."""
         with self._lock:
@@ -415,10 +422,12 @@ class ProcessPool:
         return None
 
     def _fill(self) -> None:
-        """Hand out waiting tasks, one to each process with room in turn."""
+        """Hand out waiting tasks, one to each process with room in turn, the least busy
+        first: a task given while one process runs a long task and another is idle goes to
+        the idle one, not behind the long task."""
         if self._state != "running" or not self._backlog:
             return
-        children = self._serving()
+        children = sorted(self._serving(), key=lambda child: len(child.sent))
         batches: list[list[TaskAssignment]] = [[] for _ in children]
         held_back: list[int] = []
         room = True
