@@ -110,3 +110,43 @@ def test_a_database_that_cannot_be_reached_fails_the_writes_and_the_writer_goes_
                 engine.writer.submit(lambda tx: None).result(timeout=10)
     finally:
         engine.writer.stop()
+
+
+def test_what_an_operation_asks_for_after_its_commit_is_called_once_it_is_committed(
+    engine: Engine,
+) -> None:
+    """``Tx.after_commit``: called after the commit, before the operation's future resolves;
+    not for an operation that failed, nor for any operation of a batch that failed."""
+    seen: list[tuple[str, bool]] = []
+
+    def committed(name: str) -> None:
+        # Another connection reads what the operation wrote: it is committed.
+        with engine.db.connect() as conn:
+            found = conn.exec_driver_sql(f"SELECT count(*) FROM marks WHERE name = '{name}'")
+            seen.append((name, found.scalar_one() == 1))
+
+    def mark(name: str, *, fail: bool = False) -> Any:
+        def op(tx: Any) -> None:
+            tx.conn.exec_driver_sql(f"INSERT INTO marks VALUES ('{name}')")
+            tx.after_commit.append(lambda: committed(name))
+            if fail:
+                raise ValueError(name)
+
+        return op
+
+    engine.writer.run(lambda tx: tx.conn.exec_driver_sql("CREATE TABLE marks (name text)"))
+    engine.writer.run(mark("alone"))
+    assert seen == [("alone", True)]
+    # One batch: the failed operation's savepoint is rolled back, the others commit.
+    release = threading.Event()
+    held = engine.writer.submit(lambda tx: release.wait(10))
+    batch = [engine.writer.submit(mark(n, fail=n == "b")) for n in ("a", "b", "c")]
+    release.set()
+    held.result(timeout=10)
+    assert batch[0].result(timeout=10) is None and batch[2].result(timeout=10) is None
+    with pytest.raises(ValueError):
+        batch[1].result(timeout=10)
+    assert seen[1:] == [("a", True), ("c", True)]
+    with pytest.raises(ValueError):
+        engine.writer.run(mark("failed alone", fail=True))
+    assert len(seen) == 3

@@ -9,9 +9,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from jobdeck.domain.errors import Conflict
 from jobdeck.domain.jobtypes import JobType, ParameterSpec
@@ -19,6 +21,7 @@ from jobdeck.domain.phases import FINAL_PHASES
 from jobdeck.domain.records import JobCreate, JobRecord
 from jobdeck.engine.engine import Engine, Principal
 from jobdeck.engine.settings import EngineSettings
+from jobdeck.store.schema import jobs, tasks
 from jobdeck.worker.dispatcher import Dispatcher
 from jobdeck.worker.pool import ProcessPool
 
@@ -137,6 +140,62 @@ def test_many_jobs_complete_across_processes(engine: Engine, dispatcher: Dispatc
     record = engine.get_job(ALICE, created.jobs[0].id)
     assert [e.status for e in record.timeline] == ["PENDING", "QUEUED", "EXECUTING", "COMPLETED"]
     assert record.timeline[2].source == "worker:test-worker"
+
+
+def claimed_at(engine: Engine, job_id: str) -> list[Any]:
+    """When the job's tasks were claimed (their ``started_at``, set by the claim)."""
+    with engine.db.connect() as conn:
+        seq = conn.execute(select(jobs.c.seq).where(jobs.c.id == job_id)).scalar_one()
+        found = conn.execute(select(tasks.c.started_at).where(tasks.c.job_seq == seq))
+        return list(found.scalars())
+
+
+def test_a_job_submitted_to_idle_workers_is_claimed_by_its_submission(
+    engine: Engine, dispatcher: Dispatcher
+) -> None:
+    for _ in range(5):
+        time.sleep(0.2)  # the workers are idle, and have said so
+        job_id = submit(engine, "noop")
+        record = finished(engine, job_id)
+        assert record.phase == "COMPLETED"
+        # The claim's time is its transaction's: the same as the job's creation.
+        assert claimed_at(engine, job_id) == [record.creation_time]
+        assert [e.status for e in record.timeline] == [
+            "PENDING",
+            "QUEUED",
+            "EXECUTING",
+            "COMPLETED",
+        ]
+
+
+def test_a_job_submitted_to_busy_workers_waits_for_their_claim(
+    engine: Engine, dispatcher: Dispatcher, tmp_path: Path
+) -> None:
+    sleeps = [
+        submit(engine, "pidsleep", parameters={"pidfile": str(tmp_path / f"{i}"), "seconds": 3})
+        for i in range(2)
+    ]
+    for i in range(2):
+        read_pid(tmp_path / f"{i}")
+    waiting = submit(engine, "noop")
+    record = finished(engine, waiting)
+    assert record.phase == "COMPLETED"
+    # Claimed once a process was free, by the worker itself.
+    assert claimed_at(engine, waiting)[0] > record.creation_time
+    assert all(finished(engine, job_id).phase == "COMPLETED" for job_id in sleeps)
+
+
+def test_a_batch_submitted_to_idle_workers_claims_a_task_per_idle_process(
+    engine: Engine, dispatcher: Dispatcher
+) -> None:
+    time.sleep(0.2)  # the workers are idle, and have said so
+    created = engine.create_jobs(ALICE, [JobCreate(job_type="noop", start=True)] * 50)
+    records = [finished(engine, ref.id) for ref in created.jobs]
+    assert {record.phase for record in records} == {"COMPLETED"}
+    in_submission = [
+        record.id for record in records if claimed_at(engine, record.id) == [record.creation_time]
+    ]
+    assert in_submission == [records[0].id, records[1].id]
 
 
 def test_tasks_of_one_job_run_in_parallel(engine: Engine, dispatcher: Dispatcher) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -392,6 +392,20 @@ class ListFilter:
     owner: str | None = None
 
 
+class Standby(Protocol):
+    """A worker in this process that takes tasks claimed for it by the submission that made
+    them ready, in the same transaction (see :meth:`Engine.set_standby`)."""
+
+    worker_id: str
+
+    def take_room(self) -> int:
+        """How many tasks to claim for it now (0: none); what it returns is promised, until
+        :meth:`hand` or until the worker next looks for work itself."""
+
+    def hand(self, claimed: "list[ClaimedTask]") -> None:
+        """Take these tasks, claimed for it and committed (called by the writing thread)."""
+
+
 def hash_token(token: str) -> str:
     """The stored form of a bearer token (tokens are random, so a fast hash suffices)."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -412,6 +426,7 @@ class Engine:
         self._checkpointer = Checkpointer(db) if self._sqlite else None
         self._token_cache: dict[str, tuple[Principal | None, float]] = {}
         self._durations: dict[str, tuple[float | None, float]] = {}
+        self._standby: Standby | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -421,6 +436,19 @@ class Engine:
         self.writer.start()
         if self._checkpointer is not None:
             self._checkpointer.start()
+
+    @property
+    def standby(self) -> Standby | None:
+        """The worker submissions claim for (:meth:`set_standby`), if any."""
+        return self._standby
+
+    def set_standby(self, standby: Standby | None) -> None:
+        """Have submissions claim their tasks for ``standby`` (a dispatcher of this process)
+        while it has room, in the transaction that inserts them, and hand them over once
+        committed: a job submitted to idle local workers then starts without a claim of its
+        own (a transaction, and the dispatcher's round trip to the writing thread). None:
+        no longer."""
+        self._standby = standby
 
     def close(self) -> None:
         """Finish pending writes and stop."""
@@ -720,19 +748,30 @@ class Engine:
             {"jobs": [{"id": row["id"], "phase": row["phase"]} for row in rows]}
         )
 
-    @staticmethod
-    def _insert_tasks(tx: Tx, queued: list[tuple[int, int, list[dict[str, Any]]]]) -> None:
+    def _insert_tasks(self, tx: Tx, queued: list[tuple[int, int, list[dict[str, Any]]]]) -> None:
         """Make the tasks of queued jobs ready: for each job its seq, its priority and its
-        tasks' parameters."""
+        tasks' parameters. Those an idle local worker has room for are claimed for it at once
+        (:meth:`set_standby`)."""
         rows = [
             {"job_seq": seq, "task_index": index, "parameters": parameters, "priority": priority}
             for seq, priority, job_tasks in queued
             for index, parameters in enumerate(job_tasks)
         ]
-        if rows:
-            ready = {"state": TaskState.READY, "attempts": 0, "run_after": tx.now}
-            _INSERT_TASKS.execute(tx.conn, rows, ready)
+        if not rows:
+            return
+        ready = {"state": TaskState.READY, "attempts": 0, "run_after": tx.now}
+        _INSERT_TASKS.execute(tx.conn, rows, ready)
+        standby = self._standby
+        room = standby.take_room() if standby is not None else 0
+        if standby is None or room <= 0:
             tx.changes.tasks_ready = True
+            return
+        # In queue order, as the worker's own claim would: not necessarily these tasks.
+        claimed = self._claim(tx, standby.worker_id, room, start_jobs=False)
+        hand = standby.hand
+        tx.after_commit.append(lambda: hand(claimed))
+        # Fewer than it had room for: none is left ready for the others to look for.
+        tx.changes.tasks_ready = len(claimed) == room
 
     def _append(self, status: str, source: str, now: datetime) -> Any:
         """The new value of a job's timeline with one entry appended."""

@@ -60,11 +60,14 @@ class Changes:
 
 @dataclass
 class Tx:
-    """An operation's view of the batch it runs in: the connection, the time, its changes."""
+    """An operation's view of the batch it runs in: the connection, the time, its changes,
+    and what to call once its work is committed (``after_commit``: not called if it fails,
+    or if its batch does)."""
 
     conn: Connection
     now: datetime
     changes: Changes
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 Operation = Callable[[Tx], T]
@@ -184,7 +187,7 @@ class Writer:
             self._committing = False
             try:
                 conn = self._connect()
-                outcomes, changes = self._transaction(conn, batch)
+                outcomes, changes, calls = self._transaction(conn, batch)
             except Exception as error:
                 # The connection may be broken: the next batch starts on a fresh one.
                 self._connection = None
@@ -201,6 +204,13 @@ class Writer:
                     if not item.future.done():
                         item.future.set_exception(error)
                 return
+            # First: a task handed to an idle worker here (Engine.set_standby) is what a
+            # waiting client waits for.
+            for call in calls:
+                try:
+                    call()
+                except Exception:
+                    log.exception("a call after a commit failed")
             for future, ok, value in outcomes:
                 if ok:
                     future.set_result(value)
@@ -212,11 +222,13 @@ class Writer:
 
     def _transaction(
         self, conn: Connection, batch: list["_Item"]
-    ) -> tuple[list[tuple["Future[Any]", bool, Any]], Changes]:
+    ) -> tuple[list[tuple["Future[Any]", bool, Any]], Changes, list[Callable[[], None]]]:
         """Run the batch's operations in one transaction and commit it: each operation's
-        outcome (its future, whether it succeeded, its result or error), and the changes."""
+        outcome (its future, whether it succeeded, its result or error), the changes, and
+        the calls the operations that succeeded asked for after the commit."""
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         changes = Changes()
+        calls: list[Callable[[], None]] = []
         # A savepoint per operation keeps one failure from failing the batch; a batch of one
         # needs none (and light load is mostly batches of one).
         alone = len(batch) == 1
@@ -239,8 +251,9 @@ class Writer:
                 else:
                     outcomes.append((future, True, result))
                     changes.merge(tx.changes)
+                    calls += tx.after_commit
             if changes:
                 self._notifier.publish(changes, conn)
             # What fails from here on fails in the commit, which may have been done.
             self._committing = True
-        return outcomes, changes
+        return outcomes, changes, calls

@@ -78,6 +78,8 @@ class Dispatcher:
         self._cancelled: set[int] = set()
         self._given_back: list[int] = []
         self._claimed: dict[int, ClaimedTask] = {}
+        self._handed: list[ClaimedTask] = []
+        self._room = 0  # tasks submissions may claim for it (Engine.set_standby)
         self._maybe_more = True
         self._thread: threading.Thread | None = None
         self._mean_duration: float | None = None  # seconds, of recent tasks
@@ -89,6 +91,8 @@ class Dispatcher:
         """Start the worker processes and the dispatching thread."""
         self._pool.start(self._on_events)
         self.engine.notifier.add_task_listener(self._on_changes)
+        if self.engine.standby is None:
+            self.engine.set_standby(self)
         self._thread = threading.Thread(target=self._loop, name="jobdeck-dispatcher", daemon=True)
         self._thread.start()
 
@@ -99,10 +103,16 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join()
         self.engine.notifier.remove_task_listener(self._on_changes)
+        if self.engine.standby is self:
+            self.engine.set_standby(None)
+            # A submission that took room before is committed (and its tasks handed) once
+            # an operation handed over after it is.
+            self.engine.writer.run(lambda tx: None)
         unfinished = self._pool.close(timeout)
         started, finished = self._flush()
         self.engine.finish_tasks(finished, started=started, worker_id=self.worker_id).result()
-        leftover = set(unfinished) | set(self._claimed)
+        leftover = set(unfinished) | set(self._claimed) | {task.task_seq for task in self._handed}
+        self._handed.clear()
         if leftover:
             self.engine.release_tasks(self.worker_id, sorted(leftover))
         self._claimed.clear()
@@ -131,6 +141,19 @@ class Dispatcher:
         self._wake.set()
 
     # -- called from other threads
+
+    def take_room(self) -> int:
+        """How many tasks a submission may claim for this worker now (Engine.set_standby):
+        the room it had when it last ran out of work, once."""
+        with self._lock:
+            room, self._room = self._room, 0
+        return 0 if self._stop.is_set() else room
+
+    def hand(self, claimed: list[ClaimedTask]) -> None:
+        """Tasks a submission claimed for this worker (called once they are committed)."""
+        with self._lock:
+            self._handed.extend(claimed)
+        self._wake.set()
 
     def _on_events(self, events: list[Event]) -> None:
         with self._lock:
@@ -162,6 +185,11 @@ class Dispatcher:
             cancelled, self._cancelled = self._cancelled, set()
             maybe_more, self._maybe_more = self._maybe_more, False
             given_back, self._given_back = self._given_back, []
+            handed, self._handed = self._handed, []
+            # Room lent to submissions is taken back while this round claims itself.
+            self._room = 0
+        if handed:
+            self._start(handed)
         if self._pool.size == 0:  # what a process taken out left behind would never run
             given_back += self._pool.give_back_waiting()
         if given_back:
@@ -186,6 +214,18 @@ class Dispatcher:
         elif finished or started:
             recorded = self.engine.finish_tasks(finished, started=started, worker_id=self.worker_id)
             recorded.add_done_callback(_log_failure)
+        self._lend_room()
+
+    def _lend_room(self) -> None:
+        """Let submissions claim for this worker a task for each idle process, while it
+        knows of no ready task (when it does, its next round claims them). Only for idle
+        processes: a large batch's submission claims a few, the rounds claim the rest. Should
+        a submission's claim cross this worker's own, a task or two wait here for a
+        process."""
+        room = self._pool.idle()
+        with self._lock:
+            if not self._maybe_more and not self._handed:
+                self._room = max(0, room)
 
     def _observe(self, duration: float) -> None:
         """Fold a finished task's duration into the recent mean: the plain mean of the first
