@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+from conftest import end_connections
 
 from jobdeck.domain.phases import Phase
 from jobdeck.domain.records import JobCreate
@@ -66,6 +67,32 @@ def test_tasks_ready_in_another_engine_reach_its_listeners(engine: Engine, db_ur
     engine.notifier.add_task_listener(lambda changes: heard.set())
     try:
         time.sleep(0.6)  # let the listener connect (PostgreSQL) or take its first reading
+        heard.clear()
+        other.create_job(ALICE, JobCreate(job_type="noop", start=True))
+        assert heard.wait(5)
+    finally:
+        other.close()
+        other.db.dispose()
+
+
+def test_changes_reach_other_processes_after_their_announcing_connection_is_lost(
+    engine: Engine, db_url: str
+) -> None:
+    """A process announces its changes on a connection of its own, after the commit; when
+    that connection dies (a restart, a dropped link), the next announcement goes on a new one."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("NOTIFY is PostgreSQL's")
+    other = Engine(open_database(db_url), engine.settings)
+    other.start()
+    heard = threading.Event()
+    engine.notifier.add_task_listener(lambda changes: heard.set())
+    try:
+        time.sleep(0.6)  # let the listener connect (it wakes everyone once when it has)
+        heard.clear()
+        other.create_job(ALICE, JobCreate(job_type="noop", start=True))
+        assert heard.wait(5)
+        ended = end_connections(engine.db, "application_name = 'jobdeck-notify'")
+        assert ended >= 1  # the other engine's, at least
         heard.clear()
         other.create_job(ALICE, JobCreate(job_type="noop", start=True))
         assert heard.wait(5)

@@ -82,13 +82,13 @@ class _Item(NamedTuple):
 
 
 class ChangeSink(Protocol):
-    """Who hears of committed changes: inside the transaction, and after the commit."""
-
-    def publish(self, changes: Changes, conn: Connection) -> None:
-        """Tell other processes, as part of the transaction (PostgreSQL's NOTIFY)."""
+    """Who hears of committed changes, after the commit."""
 
     def wake(self, changes: Changes) -> None:
         """Wake those in this process who wait on these changes."""
+
+    def publish(self, changes: Changes) -> None:
+        """Tell other processes (PostgreSQL's NOTIFY)."""
 
 
 class Writer:
@@ -218,6 +218,7 @@ class Writer:
                     future.set_exception(value)
             if changes:
                 self._notifier.wake(changes)
+                self._notifier.publish(changes)
             return
 
     def _transaction(
@@ -252,8 +253,6 @@ class Writer:
                     outcomes.append((future, True, result))
                     changes.merge(tx.changes)
                     calls += tx.after_commit
-            if changes:
-                self._notifier.publish(changes, conn)
             # What fails from here on fails in the commit, which may have been done.
             self._committing = True
         return outcomes, changes, calls
