@@ -477,3 +477,29 @@ def test_one_statement_reads_the_record_the_statements_of_sqlite_read(
     assert positions == [2, 0, 1]
     with pytest.raises(NotFound):
         engine.get_job(Principal("bob"), busy)
+
+
+def test_a_batchs_tasks_are_queued_in_the_order_of_its_jobs_and_their_tasks(
+    engine: Engine,
+) -> None:
+    """Within a priority, claims take tasks in the order they were inserted: a batch's jobs in
+    the order given, each job's tasks by index. (Inserted with their jobs in one statement, a
+    join of the two on PostgreSQL did not keep that order.)"""
+    created = engine.create_jobs(
+        ALICE,
+        [JobCreate(job_type="frames", start=True, name=f"job {i}") for i in range(6)]
+        + [JobCreate(job_type="noop", start=True)],
+    )
+    order = [ref.id for ref in created.jobs]
+    with engine.db.connect() as conn:
+        found = conn.execute(
+            select(jobs.c.id, tasks.c.task_index, tasks.c.parameters)
+            .join(jobs, jobs.c.seq == tasks.c.job_seq)
+            .order_by(tasks.c.seq)
+        ).all()
+    expected = [(job_id, index) for job_id in order[:6] for index in range(3)] + [(order[6], 0)]
+    assert [(row.id, row.task_index) for row in found] == expected
+    assert [row.parameters for row in found[:3]] == [{"frame": 1}, {"frame": 2}, {"frame": 3}]
+    assert found[-1].parameters == {}
+    claimed = engine.claim_tasks("w1", 100)
+    assert [(task.job_id, task.task_index) for task in claimed] == expected
