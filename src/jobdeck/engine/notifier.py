@@ -1,8 +1,8 @@
 """Who waits on what: blocking GETs wait on a job, dispatchers on runnable or cancelled tasks.
 
 Changes made in this process wake waiters directly. Changes made by other processes arrive by
-PostgreSQL's LISTEN/NOTIFY, or, on SQLite, by watching ``PRAGMA data_version`` (one cheap
-query for the whole process, four times a second): then every waiter looks again.
+PostgreSQL's LISTEN/NOTIFY, or, on SQLite, by the writer's watch of its connection's ``PRAGMA
+data_version`` (see :mod:`jobdeck.engine.writer`): then every waiter looks again.
 
 On PostgreSQL a process announces its committed changes from a thread of its own, on a
 connection of its own, after the commit: a ``pg_notify`` inside the writer's transaction was a
@@ -86,11 +86,13 @@ class Notifier:
         self._sender: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start hearing other processes' changes (and, on PostgreSQL, telling them ours)."""
-        target = self._watch_sqlite if is_sqlite(self._db) else self._listen_postgres
-        self._thread = threading.Thread(target=target, name="jobdeck-notifier", daemon=True)
-        self._thread.start()
+        """Start hearing other processes' changes and telling them ours (PostgreSQL; on
+        SQLite the writer watches for them)."""
         if not is_sqlite(self._db):
+            self._thread = threading.Thread(
+                target=self._listen_postgres, name="jobdeck-notifier", daemon=True
+            )
+            self._thread.start()
             self._sender = threading.Thread(
                 target=self._send_postgres, name="jobdeck-announcer", daemon=True
             )
@@ -154,27 +156,6 @@ class Notifier:
         if changes.tasks_ready or changes.tasks_cancelled or changes.everything:
             for listener in listeners:
                 listener(changes)
-
-    def _watch_sqlite(self) -> None:
-        # data_version counts the commits of *other* connections as seen by this one, so the
-        # watcher keeps one connection of its own for as long as it runs.
-        connection = self._db.raw_connection()
-        try:
-            last = None
-            while not self._stop.wait(0.25):
-                try:
-                    cursor = connection.cursor()
-                    cursor.execute("PRAGMA data_version")
-                    (version,) = cursor.fetchone() or (None,)
-                    cursor.close()
-                except Exception:
-                    log.exception("could not read SQLite's data_version")
-                    continue
-                if last is not None and version != last:
-                    self.wake(Changes(everything=True, tasks_ready=True))
-                last = version
-        finally:
-            connection.close()
 
     def _libpq_url(self) -> str:
         return self._db.url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -13,12 +13,20 @@ any later durable commit, which flushes the log up to itself. A wait for the dis
 0.3 to 1.7 ms a commit, as the disk was at the moment; a job at light load waited for it at
 its submission, its claim and its finish. Any durable operation in the batch makes the whole
 commit durable. (On SQLite, ``synchronous=NORMAL`` commits without a sync already.)
+
+On SQLite the writer also watches for other processes' commits (the CLI's, an embedded API's):
+its connection's ``PRAGMA data_version`` changes with theirs and never with its own, so it
+looks when it has been idle for :data:`WATCH_SECONDS`, and after a batch when that long has
+passed, and wakes every waiter of this process when it changed. (A watching thread of its own
+read the version on another connection, which the writer's own commits changed too: every
+quarter of a second of activity woke every waiter and dispatcher here for nothing.)
 """
 
 import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -35,6 +43,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
+WATCH_SECONDS = 0.25
+"""How often, at most, SQLite's writer looks for other processes' commits."""
 
 
 @dataclass
@@ -103,6 +113,8 @@ class Writer:
         self._options = {"sqlite_begin": "IMMEDIATE"} if self._sqlite else {}
         self._connection: Connection | None = None
         self._committing = False
+        self._data_version: int | None = None
+        self._next_look = 0.0
 
     def start(self) -> None:
         """Start the writing thread."""
@@ -134,7 +146,11 @@ class Writer:
     def _loop(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=WATCH_SECONDS if self._sqlite else None)
+            except queue.Empty:
+                self._look_for_others()
+                continue
             if first is None:
                 break
             batch = [first]
@@ -152,9 +168,28 @@ class Writer:
             batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
             if batch:
                 self._write(batch)
+            if self._sqlite and time.monotonic() >= self._next_look:
+                self._look_for_others()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+    def _look_for_others(self) -> None:
+        """Wake every waiter if another process committed since the last look (SQLite)."""
+        self._next_look = time.monotonic() + WATCH_SECONDS
+        try:
+            driver: Any = self._connect().connection.driver_connection
+            (version,) = driver.execute("PRAGMA data_version").fetchone()
+        except Exception:
+            log.exception("could not read SQLite's data_version")
+            if self._connection is not None:
+                with contextlib.suppress(Exception):
+                    self._connection.close()
+                self._connection = None
+            return
+        if self._data_version is not None and version != self._data_version:
+            self._notifier.wake(Changes(everything=True, tasks_ready=True))
+        self._data_version = version
 
     def _connect(self) -> Connection:
         """The writer's connection, made on first use and after a failure."""
@@ -166,6 +201,11 @@ class Writer:
                 driver.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
                 # The log is checkpointed by a thread of its own (store.checkpointer).
                 driver.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
+                # A new connection counts from a new version: what changed meanwhile is
+                # looked at again by everyone.
+                if self._data_version is not None:
+                    self._data_version = None
+                    self._notifier.wake(Changes(everything=True, tasks_ready=True))
             else:
                 # The writer's statements handle batches, whose plans depend on the tables'
                 # sizes: prepared (psycopg prepares a statement run five times), a plan made
