@@ -6,6 +6,7 @@ Runs on SQLite and PostgreSQL. Process trees are checked through /proc.
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from jobdeck.domain.errors import Conflict
 from jobdeck.domain.jobtypes import JobType, ParameterSpec
@@ -196,6 +197,38 @@ def test_a_batch_submitted_to_idle_workers_claims_a_task_per_idle_process(
         record.id for record in records if claimed_at(engine, record.id) == [record.creation_time]
     ]
     assert in_submission == [records[0].id, records[1].id]
+
+
+def test_jobs_submitted_from_many_threads_while_workers_go_idle_and_busy_all_run_once(
+    engine: Engine, dispatcher: Dispatcher
+) -> None:
+    """Submissions that claim for idle workers race the workers' own claims and finishes:
+    every job still runs once, and no task is left claimed."""
+
+    def submit_some(count: int) -> None:
+        for index in range(count):
+            submit(engine, "noop")
+            time.sleep(0.001 * (index % 3))
+
+    threads = [threading.Thread(target=submit_some, args=(50,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    deadline = time.monotonic() + 30
+    while engine.stats(ALICE).get("COMPLETED", 0) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.stats(ALICE) == {"COMPLETED": 200}
+    with engine.db.connect() as conn:
+        states = dict(
+            conn.execute(select(tasks.c.state, func.count()).group_by(tasks.c.state)).all()
+        )
+        executing = conn.execute(select(jobs.c.timeline)).scalars().all()
+        attempts = conn.execute(select(tasks.c.attempts).distinct()).scalars().all()
+    assert states == {"succeeded": 200}
+    assert attempts == [1]  # none was lost by its worker and rescued after its lease
+    assert all([entry[0] for entry in timeline].count("EXECUTING") == 1 for timeline in executing)
+    assert dispatcher.held() == 0
 
 
 def test_tasks_of_one_job_run_in_parallel(engine: Engine, dispatcher: Dispatcher) -> None:
