@@ -116,3 +116,22 @@ def test_changes_reach_other_processes_after_their_announcing_connection_is_lost
     finally:
         other.close()
         other.db.dispose()
+
+
+def test_a_wake_without_a_record_drops_an_older_one(engine: Engine) -> None:
+    """A waiter given a record by one change and woken again by another that brought none
+    (another process's change) reads the job again, rather than take the older record."""
+    notifier = engine.notifier
+
+    async def watch_twice() -> tuple[object, object]:
+        with notifier.watch_job("j") as watch:
+            notifier.wake(Changes(jobs={"j"}), {"j": "record one"})
+            await watch.changed.wait()
+            watch.changed.clear()
+            first = watch.take_record()
+            notifier.wake(Changes(jobs={"j"}), {"j": "record two"})
+            notifier.wake(Changes(everything=True, tasks_ready=True))
+            await watch.changed.wait()
+            return first, watch.take_record()
+
+    assert asyncio.run(watch_twice()) == ("record one", None)

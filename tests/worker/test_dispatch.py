@@ -3,6 +3,7 @@
 Runs on SQLite and PostgreSQL. Process trees are checked through /proc.
 """
 
+import asyncio
 import os
 import signal
 import sys
@@ -398,3 +399,27 @@ def test_a_stopped_dispatcher_refuses_to_resize(engine: Engine) -> None:
     dispatcher.stop(timeout=5)
     with pytest.raises(Conflict):
         dispatcher.resize(1)
+
+
+def test_a_waiter_is_given_its_jobs_record_by_the_commit_that_changed_it(
+    engine: Engine, dispatcher: Dispatcher, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the writer reads the record a waiter waits for in the transaction that
+    changed the job, and the waiter takes it instead of reading it again; what it is given
+    is the record a read gives after."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the writer reads records for waiters on SQLite")
+    reads: list[str] = []
+    read = engine.read
+
+    async def counted(call: Callable[..., Any], *args: Any) -> Any:
+        reads.append(call.__name__)
+        return await read(call, *args)
+
+    monkeypatch.setattr(engine, "read", counted)
+    time.sleep(0.2)  # the workers are idle
+    request = JobCreate(job_type="noop", start=True)
+    record = asyncio.run(engine.create_job_waiting(ALICE, request, wait=10))
+    assert record.phase == "COMPLETED"
+    assert reads == []
+    assert record == engine.get_job(ALICE, record.id)

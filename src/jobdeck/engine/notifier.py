@@ -19,7 +19,7 @@ import queue
 import secrets
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import Engine
@@ -29,6 +29,23 @@ from jobdeck.store.database import is_sqlite
 
 log = logging.getLogger(__name__)
 CHANNEL = "jobdeck"
+
+
+class JobWatch:
+    """A waiter's watch on a job: ``changed`` is set when the job changes; ``record``, when
+    set, is the job's record as the change committed it (read by the writer: see
+    :meth:`Notifier.watched`), for the waiter to take instead of reading it again."""
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+        self.record: Any = None
+
+    def take_record(self) -> Any:
+        """The record the last change brought, if any, once."""
+        record, self.record = self.record, None
+        return record
+
+
 _MAX_PAYLOAD = 7900  # PostgreSQL's limit is 8000 bytes
 
 
@@ -75,8 +92,8 @@ class Notifier:
         # the writer has woken its waiters for them already.
         self._origin = secrets.token_hex(8)
         self._lock = threading.Lock()
-        self._job_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
-            defaultdict(set)
+        self._job_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, JobWatch]]] = defaultdict(
+            set
         )
         self._task_listeners: list[Callable[[Changes], None]] = []
         self._stop = threading.Event()
@@ -120,14 +137,14 @@ class Notifier:
                 self._task_listeners.remove(listener)
 
     @contextlib.contextmanager
-    def watch_job(self, job_id: str) -> Iterator[asyncio.Event]:
-        """An event set when ``job_id`` changes, for as long as the block runs."""
-        event = asyncio.Event()
-        entry = (asyncio.get_running_loop(), event)
+    def watch_job(self, job_id: str) -> Iterator[JobWatch]:
+        """A watch on ``job_id``, for as long as the block runs."""
+        watch = JobWatch()
+        entry = (asyncio.get_running_loop(), watch)
         with self._lock:
             self._job_waiters[job_id].add(entry)
         try:
-            yield event
+            yield watch
         finally:
             with self._lock:
                 waiters = self._job_waiters.get(job_id)
@@ -142,17 +159,25 @@ class Notifier:
         if self._sender is not None:
             self._outbox.put(encode(changes, self._origin))
 
-    def wake(self, changes: Changes) -> None:
-        """Wake this process's waiters on ``changes``."""
+    def watched(self, job_ids: Iterable[str]) -> list[str]:
+        """Those of these jobs someone in this process waits on."""
+        with self._lock:
+            return [job_id for job_id in job_ids if job_id in self._job_waiters]
+
+    def wake(self, changes: Changes, records: dict[str, Any] | None = None) -> None:
+        """Wake this process's waiters on ``changes``; ``records``: some of the changed jobs'
+        new records, by id, for their waiters to take."""
         with self._lock:
             if changes.everything:
-                waiters = [w for ws in self._job_waiters.values() for w in ws]
+                waiters = [(j, w) for j, ws in self._job_waiters.items() for w in ws]
             else:
-                waiters = [w for j in changes.jobs for w in self._job_waiters.get(j, ())]
+                waiters = [(j, w) for j in changes.jobs for w in self._job_waiters.get(j, ())]
             listeners = list(self._task_listeners)
-        for loop, event in waiters:
+        for job_id, (loop, watch) in waiters:
+            # The newest record known, or none (the waiter reads it): never an older one.
+            watch.record = records.get(job_id) if records else None
             with contextlib.suppress(RuntimeError):  # a closed loop: its waiter is gone
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(watch.changed.set)
         if changes.tasks_ready or changes.tasks_cancelled or changes.everything:
             for listener in listeners:
                 listener(changes)

@@ -94,8 +94,9 @@ class _Item(NamedTuple):
 class ChangeSink(Protocol):
     """Who hears of committed changes, after the commit."""
 
-    def wake(self, changes: Changes) -> None:
-        """Wake those in this process who wait on these changes."""
+    def wake(self, changes: Changes, records: dict[str, Any] | None = None) -> None:
+        """Wake those in this process who wait on these changes (``records``: some changed
+        jobs' new records, by id)."""
 
     def publish(self, changes: Changes) -> None:
         """Tell other processes (PostgreSQL's NOTIFY)."""
@@ -104,10 +105,20 @@ class ChangeSink(Protocol):
 class Writer:
     """The single writing thread of this process."""
 
-    def __init__(self, db: Engine, *, notifier: "ChangeSink") -> None:
+    def __init__(
+        self,
+        db: Engine,
+        *,
+        notifier: "ChangeSink",
+        records_of: "Callable[[Connection, set[str]], dict[str, Any]] | None" = None,
+    ) -> None:
+        """``records_of(conn, job_ids)``: the new records of those of these changed jobs that
+        someone waits on, read at the end of the transaction that changed them, before its
+        commit (None: the waiters read them themselves)."""
         self._db = db
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._notifier = notifier
+        self._records_of = records_of
         self._thread: threading.Thread | None = None
         self._sqlite = is_sqlite(db)
         self._options = {"sqlite_begin": "IMMEDIATE"} if self._sqlite else {}
@@ -227,7 +238,7 @@ class Writer:
             self._committing = False
             try:
                 conn = self._connect()
-                outcomes, changes, calls = self._transaction(conn, batch)
+                outcomes, changes, calls, records = self._transaction(conn, batch)
             except Exception as error:
                 # The connection may be broken: the next batch starts on a fresh one.
                 self._connection = None
@@ -257,16 +268,22 @@ class Writer:
                 else:
                     future.set_exception(value)
             if changes:
-                self._notifier.wake(changes)
+                self._notifier.wake(changes, records)
                 self._notifier.publish(changes)
             return
 
     def _transaction(
         self, conn: Connection, batch: list["_Item"]
-    ) -> tuple[list[tuple["Future[Any]", bool, Any]], Changes, list[Callable[[], None]]]:
+    ) -> tuple[
+        list[tuple["Future[Any]", bool, Any]],
+        Changes,
+        list[Callable[[], None]],
+        dict[str, Any] | None,
+    ]:
         """Run the batch's operations in one transaction and commit it: each operation's
-        outcome (its future, whether it succeeded, its result or error), the changes, and
-        the calls the operations that succeeded asked for after the commit."""
+        outcome (its future, whether it succeeded, its result or error), the changes, the
+        calls the operations that succeeded asked for after the commit, and the records
+        waiters are to be given (``records_of``)."""
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         changes = Changes()
         calls: list[Callable[[], None]] = []
@@ -293,6 +310,9 @@ class Writer:
                     outcomes.append((future, True, result))
                     changes.merge(tx.changes)
                     calls += tx.after_commit
+            records = None
+            if self._records_of is not None and changes.jobs:
+                records = self._records_of(conn, changes.jobs)
             # What fails from here on fails in the commit, which may have been done.
             self._committing = True
-        return outcomes, changes, calls
+        return outcomes, changes, calls, records
