@@ -3,6 +3,7 @@
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from conftest import end_connections
@@ -57,65 +58,62 @@ def test_a_sqlite_process_does_not_hear_its_own_commits(engine: Engine, db_url: 
     assert all(changes.tasks_ready and not changes.everything for changes in heard)
 
 
-def test_change_in_another_engine_wakes_a_waiter(engine: Engine, db_url: str) -> None:
+@pytest.fixture
+def other(engine: Engine, db_url: str) -> Iterator[Engine]:
+    """Another engine on the test's store: another process."""
     other = Engine(open_database(db_url), engine.settings)
     other.start()
-    try:
-        job = engine.create_job(ALICE, JobCreate(start=True)).id
-        threading.Timer(0.3, lambda: other.abort(ALICE, job)).start()
-
-        async def wait() -> tuple[Phase, float]:
-            started = time.monotonic()
-            record = await engine.get_job_waiting(ALICE, job, wait=8)
-            return record.phase, time.monotonic() - started
-
-        phase, elapsed = asyncio.run(wait())
-        assert phase == Phase.ABORTED
-        assert elapsed < 3
-    finally:
-        other.close()
-        other.db.dispose()
+    yield other
+    other.close()
+    other.db.dispose()
 
 
-def test_tasks_ready_in_another_engine_reach_its_listeners(engine: Engine, db_url: str) -> None:
-    other = Engine(open_database(db_url), engine.settings)
-    other.start()
+def hearing(engine: Engine) -> threading.Event:
+    """An event set when ``engine``'s task listeners hear of a change, from now on."""
     heard = threading.Event()
     engine.notifier.add_task_listener(lambda changes: heard.set())
-    try:
-        time.sleep(0.6)  # let the listener connect (PostgreSQL) or take its first reading
-        heard.clear()
-        other.create_job(ALICE, JobCreate(job_type="noop", start=True))
-        assert heard.wait(5)
-    finally:
-        other.close()
-        other.db.dispose()
+    # Let the listener connect (PostgreSQL; it wakes everyone once when it has) or the
+    # writer take its first reading (SQLite).
+    time.sleep(0.6)
+    heard.clear()
+    return heard
+
+
+def test_change_in_another_engine_wakes_a_waiter(engine: Engine, other: Engine) -> None:
+    job = engine.create_job(ALICE, JobCreate(start=True)).id
+    threading.Timer(0.3, lambda: other.abort(ALICE, job)).start()
+
+    async def wait() -> tuple[Phase, float]:
+        started = time.monotonic()
+        record = await engine.get_job_waiting(ALICE, job, wait=8)
+        return record.phase, time.monotonic() - started
+
+    phase, elapsed = asyncio.run(wait())
+    assert phase == Phase.ABORTED
+    assert elapsed < 3
+
+
+def test_tasks_ready_in_another_engine_reach_its_listeners(engine: Engine, other: Engine) -> None:
+    heard = hearing(engine)
+    other.create_job(ALICE, JobCreate(job_type="noop", start=True))
+    assert heard.wait(5)
 
 
 def test_changes_reach_other_processes_after_their_announcing_connection_is_lost(
-    engine: Engine, db_url: str
+    engine: Engine, other: Engine, db_url: str
 ) -> None:
     """A process announces its changes on a connection of its own, after the commit; when
     that connection dies (a restart, a dropped link), the next announcement goes on a new one."""
     if not db_url.startswith("postgresql"):
         pytest.skip("NOTIFY is PostgreSQL's")
-    other = Engine(open_database(db_url), engine.settings)
-    other.start()
-    heard = threading.Event()
-    engine.notifier.add_task_listener(lambda changes: heard.set())
-    try:
-        time.sleep(0.6)  # let the listener connect (it wakes everyone once when it has)
-        heard.clear()
-        other.create_job(ALICE, JobCreate(job_type="noop", start=True))
-        assert heard.wait(5)
-        ended = end_connections(engine.db, "application_name = 'jobdeck-notify'")
-        assert ended >= 1  # the other engine's, at least
-        heard.clear()
-        other.create_job(ALICE, JobCreate(job_type="noop", start=True))
-        assert heard.wait(5)
-    finally:
-        other.close()
-        other.db.dispose()
+    heard = hearing(engine)
+    other.create_job(ALICE, JobCreate(job_type="noop", start=True))
+    assert heard.wait(5)
+    ended = end_connections(engine.db, "application_name = 'jobdeck-notify'")
+    assert ended >= 1  # the other engine's, at least
+    heard.clear()
+    other.create_job(ALICE, JobCreate(job_type="noop", start=True))
+    assert heard.wait(5)
 
 
 def test_a_wake_without_a_record_drops_an_older_one(engine: Engine) -> None:
@@ -130,7 +128,7 @@ def test_a_wake_without_a_record_drops_an_older_one(engine: Engine) -> None:
             watch.changed.clear()
             first = watch.take_record()
             notifier.wake(Changes(jobs={"j"}), {"j": "record two"})
-            notifier.wake(Changes(everything=True, tasks_ready=True))
+            notifier.wake(Changes.unknown())
             await watch.changed.wait()
             return first, watch.take_record()
 

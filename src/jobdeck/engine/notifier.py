@@ -234,7 +234,7 @@ class Notifier:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     # A reconnect may have missed notifications: everyone looks again.
-                    self.wake(Changes(everything=True, tasks_ready=True))
+                    self.wake(Changes.unknown())
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=0.5):
                             origin, changes = decode(notify.payload)

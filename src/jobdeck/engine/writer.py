@@ -57,6 +57,12 @@ class Changes:
     everything: bool = False
     """Something changed that is not itemised (another process wrote): everyone looks again."""
 
+    @classmethod
+    def unknown(cls) -> "Changes":
+        """Changes not itemised (another process wrote, or word of it may have been missed):
+        every waiter looks again, dispatchers for tasks too."""
+        return cls(everything=True, tasks_ready=True)
+
     def merge(self, other: "Changes") -> None:
         """Add ``other``'s changes to these."""
         self.jobs |= other.jobs
@@ -199,7 +205,7 @@ class Writer:
                 self._connection = None
             return
         if self._data_version is not None and version != self._data_version:
-            self._notifier.wake(Changes(everything=True, tasks_ready=True))
+            self._notifier.wake(Changes.unknown())
         self._data_version = version
 
     def _connect(self) -> Connection:
@@ -216,7 +222,7 @@ class Writer:
                 # looked at again by everyone.
                 if self._data_version is not None:
                     self._data_version = None
-                    self._notifier.wake(Changes(everything=True, tasks_ready=True))
+                    self._notifier.wake(Changes.unknown())
             else:
                 # The writer's statements handle batches, whose plans depend on the tables'
                 # sizes: prepared (psycopg prepares a statement run five times), a plan made

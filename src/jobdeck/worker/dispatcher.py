@@ -225,7 +225,7 @@ class Dispatcher:
         room = self._pool.idle()
         with self._lock:
             if not self._maybe_more and not self._handed:
-                self._room = max(0, room)
+                self._room = room
 
     def _observe(self, duration: float) -> None:
         """Fold a finished task's duration into the recent mean: the plain mean of the first
