@@ -1980,17 +1980,36 @@ class Engine:
         with self.notifier.watch_job(job_id) as watch:
             return await self._job_when(principal, job_id, watch, deadline)
 
-    async def create_job_waiting(
+    async def create_job_async(
         self,
         principal: Principal,
         request: JobCreate,
         *,
-        wait: float,
+        wait: float = 0,
         idempotency_key: str | None = None,
     ) -> JobRecord:
-        """Create one job (see :meth:`create_jobs_async`), then wait up to ``wait`` seconds
-        (capped) for it to run: until it is no longer QUEUED or EXECUTING. Its record then, or
-        at the end of the wait: submitting and waiting for the outcome in one call."""
+        """Create one job (see :meth:`create_jobs_async`) and answer with its record: as
+        created, or with ``wait``, once it has run, up to ``wait`` seconds (capped): when it
+        is no longer QUEUED or EXECUTING, or at the end of the wait. Submitting and waiting
+        for the outcome in one call."""
+        if wait:
+            return await self._create_job_waiting(principal, request, wait, idempotency_key)
+        operation = self._creation(principal, [request], idempotency_key)
+        if not self._sqlite:
+            created = await asyncio.wrap_future(self.writer.submit(operation))
+            return await self.read(self.get_job, principal, created.jobs[0].id)
+
+        # On SQLite the record is read in the creating transaction, where the writer's cache
+        # holds what it just wrote; a read after, on another connection, starts cold.
+        def create_and_read(tx: Tx) -> JobRecord:
+            job_id = operation(tx).jobs[0].id
+            return self._record_read_in_parts(tx.conn, _EVERY_JOB, job_id)
+
+        return await asyncio.wrap_future(self.writer.submit(create_and_read))
+
+    async def _create_job_waiting(
+        self, principal: Principal, request: JobCreate, wait: float, idempotency_key: str | None
+    ) -> JobRecord:
         deadline = time.monotonic() + min(wait, self.settings.wait_cap)
         job_id = new_job_id()
         # Watched from before its commit, the new job's phase is the one the commit returns,

@@ -197,13 +197,9 @@ async def create_job(
 ) -> JobRecord:
     """Create a job; ``start: true`` queues it at once. An ``Idempotency-Key`` header makes a
     retry return the job the first request created."""
-    if wait:
-        record = await engine.create_job_waiting(
-            principal, body, wait=wait, idempotency_key=idempotency_key
-        )
-    else:
-        created = await engine.create_jobs_async(principal, [body], idempotency_key=idempotency_key)
-        record = await engine.read(engine.get_job, principal, created.jobs[0].id)
+    record = await engine.create_job_async(
+        principal, body, wait=wait or 0, idempotency_key=idempotency_key
+    )
     response.headers["Location"] = job_url(request, record.id)
     return record
 
