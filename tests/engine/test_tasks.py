@@ -4,6 +4,7 @@ These call the engine directly (no worker processes), on SQLite and PostgreSQL.
 """
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,9 +78,13 @@ def test_a_job_reported_started_is_queued_until_then(engine: Engine) -> None:
     record = engine.get_job(ALICE, job)
     assert record.phase == "QUEUED" and record.start_time is None
     assert record.task_status_counts == {"running": 1}
-    assert engine.claim_tasks("w1", 10, started=[task.job_seq], start_jobs=False) == []
+    began = datetime.now(UTC)
+    time.sleep(0.05)  # the report is written a while after the task began
+    started = {task.job_seq: began}
+    assert engine.claim_tasks("w1", 10, started=started, start_jobs=False) == []
     record = engine.get_job(ALICE, job)
-    assert record.phase == "EXECUTING" and record.start_time is not None
+    assert record.phase == "EXECUTING" and record.start_time == began
+    assert record.timeline[-1].timestamp == began
     finish(engine, [ok(task.task_seq)])
     assert timeline(engine, job) == [
         ("PENDING", "api"),
@@ -121,12 +126,68 @@ def test_a_finish_without_a_reported_start_records_both(engine: Engine) -> None:
     ]
 
 
+def test_a_finish_dates_a_queued_job_s_start_when_its_task_began(engine: Engine) -> None:
+    """A task that ended before its start was reported: its job's EXECUTING entry and start
+    time are when the worker began it, not when the finish is written; on the success path
+    and the others' (a failure) alike."""
+    done, broken = submit(engine), submit(engine)
+    claimed = {
+        task.job_id: task.task_seq for task in engine.claim_tasks("w1", 10, start_jobs=False)
+    }
+    began = datetime.now(UTC)
+    time.sleep(0.05)
+    outcomes = [ok(claimed[done]), failure(claimed[broken], transient=False)]
+    for outcome in outcomes:
+        outcome.started_at = began
+    engine.finish_tasks(outcomes, worker_id="w1").result()
+    for job in (done, broken):
+        record = engine.get_job(ALICE, job)
+        stamps = {entry.status: entry.timestamp for entry in record.timeline}
+        assert record.start_time == began
+        assert stamps["EXECUTING"] == began
+        assert record.end_time is not None and record.end_time >= began + timedelta(seconds=0.05)
+
+
+def test_jobs_a_write_starts_are_dated_by_the_latest_of_their_tasks_starts(
+    engine: Engine,
+) -> None:
+    """Tasks that began at different times and ended before their starts were reported,
+    recorded by one write: their jobs are dated by the latest start (exact for one job;
+    none dated before its task began), before the write."""
+    first, second = submit(engine), submit(engine)
+    claimed = {
+        task.job_id: task.task_seq for task in engine.claim_tasks("w1", 10, start_jobs=False)
+    }
+    early = datetime.now(UTC)
+    time.sleep(0.02)
+    late = datetime.now(UTC)
+    time.sleep(0.02)
+    outcomes = [ok(claimed[first]), ok(claimed[second])]
+    outcomes[0].started_at, outcomes[1].started_at = early, late
+    engine.finish_tasks(outcomes, worker_id="w1").result()
+    for job in (first, second):
+        record = engine.get_job(ALICE, job)
+        assert record.start_time == late
+        assert record.end_time is not None and record.end_time > late
+
+
+def test_a_start_reported_from_a_clock_ahead_is_dated_when_it_is_written(engine: Engine) -> None:
+    job = submit(engine)
+    [task] = engine.claim_tasks("w1", 10, start_jobs=False)
+    outcome = ok(task.task_seq)
+    outcome.started_at = datetime.now(UTC) + timedelta(hours=1)
+    engine.finish_tasks([outcome], worker_id="w1").result()
+    record = engine.get_job(ALICE, job)
+    assert record.start_time is not None and record.start_time <= datetime.now(UTC)
+    assert record.start_time == record.end_time
+
+
 def test_a_reported_start_needs_its_worker(engine: Engine) -> None:
     submit(engine)
     [task] = engine.claim_tasks("w1", 10, start_jobs=False)
     with pytest.raises(ValueError, match="worker_id"):
-        engine.finish_tasks([], started=[task.job_seq])
-    engine.finish_tasks([], started=[task.job_seq], worker_id="w1").result()
+        engine.finish_tasks([], started={task.job_seq: datetime.now(UTC)})
+    engine.finish_tasks([], started={task.job_seq: datetime.now(UTC)}, worker_id="w1").result()
     assert engine.get_job(ALICE, task.job_id).phase == "EXECUTING"
 
 

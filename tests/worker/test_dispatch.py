@@ -401,6 +401,21 @@ def test_a_stopped_dispatcher_refuses_to_resize(engine: Engine) -> None:
         dispatcher.resize(1)
 
 
+def test_a_short_job_s_timeline_dates_its_start_by_the_worker(
+    engine: Engine, dispatcher: Dispatcher
+) -> None:
+    """A task that starts and ends between two reports of its worker process: its job's
+    EXECUTING entry is when the process began it, before the COMPLETED one, not the time
+    the finish was written."""
+    job_id = submit(engine, "noop")
+    record = finished(engine, job_id)
+    stamps = {entry.status: entry.timestamp for entry in record.timeline}
+    assert record.phase == "COMPLETED"
+    assert stamps["QUEUED"] <= stamps["EXECUTING"] < stamps["COMPLETED"]
+    assert record.start_time == stamps["EXECUTING"]
+    assert record.end_time == stamps["COMPLETED"]
+
+
 def test_a_waiter_is_given_its_jobs_record_by_the_commit_that_changed_it(
     engine: Engine, dispatcher: Dispatcher, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

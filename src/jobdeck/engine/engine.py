@@ -17,7 +17,7 @@ import secrets
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -369,6 +369,9 @@ class TaskOutcome:
     error: JobError | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
     """Files written: ``{"path": relative to the task's results dir, "size", "mime_type"}``."""
+    started_at: datetime | None = None
+    """When the task began, by the worker's clock (None: unknown; taken as when the outcome
+    is recorded). A job still QUEUED at its task's end is EXECUTING from then."""
 
 
 @dataclass(frozen=True)
@@ -1176,12 +1179,12 @@ class Engine:
         limit: int,
         *,
         finished: Sequence[TaskOutcome] = (),
-        started: Sequence[int] = (),
+        started: Mapping[int, datetime] | None = None,
         start_jobs: bool = True,
     ) -> list[ClaimedTask]:
         """Claim up to ``limit`` runnable tasks in queue order, with a lease; first record,
-        in the same transaction (one commit for all), the jobs ``started`` (job seqs whose
-        task began to run) and the tasks ``finished``.
+        in the same transaction (one commit for all), the jobs ``started`` (job seq: when
+        its task began to run) and the tasks ``finished``.
 
         With ``start_jobs`` the claimed tasks' jobs move to EXECUTING now, at the claim. A
         worker that reports when a task really starts passes False: a job then reads QUEUED
@@ -1190,7 +1193,7 @@ class Engine:
         """
 
         def op(tx: Tx) -> list[ClaimedTask]:
-            self._record_tasks(tx, worker_id, started, finished)
+            self._record_tasks(tx, worker_id, started or {}, finished)
             return self._claim(tx, worker_id, limit, start_jobs=start_jobs) if limit > 0 else []
 
         # A claim alone, lost in a crash, leaves its tasks ready to be claimed again: its
@@ -1198,17 +1201,26 @@ class Engine:
         return self.writer.run(op, durable=bool(finished or started))
 
     def _record_tasks(
-        self, tx: Tx, worker_id: str, started: Sequence[int], finished: Sequence[TaskOutcome]
+        self,
+        tx: Tx,
+        worker_id: str,
+        started: Mapping[int, datetime],
+        finished: Sequence[TaskOutcome],
     ) -> None:
         if started:
             self._start_jobs(tx, started, worker_id)
         if finished:
             self._finish(tx, finished, source=None)
 
-    def _start_jobs(self, tx: Tx, job_seqs: Iterable[int], worker_id: str) -> None:
-        """QUEUED → EXECUTING for those of these jobs still QUEUED, started by ``worker_id``."""
+    def _start_jobs(self, tx: Tx, starts: Mapping[int, datetime], worker_id: str) -> None:
+        """QUEUED → EXECUTING for those of these jobs (seq: when its task began) still
+        QUEUED, started by ``worker_id``."""
         moved = self._statements.start_jobs(
-            tx.conn, sorted(set(job_seqs)), source=f"worker:{worker_id}", now=tx.now
+            tx.conn,
+            sorted(starts),
+            source=f"worker:{worker_id}",
+            started=_latest(list(starts.values()), tx.now),
+            now=tx.now,
         )
         tx.changes.jobs.update(job_id for _seq, job_id in moved)
 
@@ -1231,7 +1243,7 @@ class Engine:
         if not claimed:
             return []
         if start_jobs:
-            self._start_jobs(tx, sorted({row[1] for row in claimed}), worker_id)
+            self._start_jobs(tx, dict.fromkeys({row[1] for row in claimed}, tx.now), worker_id)
         results_dir = str(self.settings.results_dir)
         decoded: dict[str, Any] = {}
         merged: dict[tuple[str, str], dict[str, Any]] = {}
@@ -1340,11 +1352,11 @@ class Engine:
         self,
         outcomes: Sequence[TaskOutcome],
         *,
-        started: Sequence[int] = (),
+        started: Mapping[int, datetime] | None = None,
         worker_id: str = "",
     ) -> "Future[None]":
         """Record how tasks ended, in one transaction; jobs whose tasks are done finish.
-        ``started``: job seqs whose task began to run on ``worker_id`` (see
+        ``started``: job seq: when its task began to run on ``worker_id`` (see
         :meth:`claim_tasks`).
 
         Returns at once; the future resolves at the commit. A worker need not wait: its next
@@ -1356,7 +1368,9 @@ class Engine:
             done: Future[None] = Future()
             done.set_result(None)
             return done
-        return self.writer.submit(lambda tx: self._record_tasks(tx, worker_id, started, outcomes))
+        return self.writer.submit(
+            lambda tx: self._record_tasks(tx, worker_id, started or {}, outcomes)
+        )
 
     def _finish(self, tx: Tx, outcomes: Sequence[TaskOutcome], *, source: str | None) -> None:
         by_job: Counter[int] = Counter()
@@ -1389,6 +1403,12 @@ class Engine:
             key = (by_job[seq], failed_by_job[seq], ran_on.get(seq, ""))
             groups.setdefault(key, []).append(seq)
         who = source or "scheduler"
+        # A job still QUEUED began when its task did; dated once for the jobs of a worker
+        # that this write moves (a time of its own each cost a tenth of a batch's finish).
+        began = {
+            worker_id: _latest([o.started_at for o in outcomes if o.worker_id == worker_id], tx.now)
+            for worker_id in plain
+        }
         for (good, bad, worker_id), seqs in groups.items():
             counted = self._statements.count_finished(
                 tx.conn,
@@ -1397,6 +1417,7 @@ class Engine:
                 bad=bad,
                 source=who,
                 started_by=f"worker:{worker_id}" if worker_id else "worker",
+                started=began.get(worker_id, tx.now),
                 now=tx.now,
             )
             tx.changes.jobs.update(job_id for job_id, phase in counted if phase == Phase.COMPLETED)
@@ -1446,7 +1467,7 @@ class Engine:
         failed: list[TaskOutcome] = []
         retried: list[TaskOutcome] = []
         late: list[TaskOutcome] = []
-        ran: dict[str, set[int]] = {}  # worker -> the job seqs of the tasks it ran
+        ran: dict[str, dict[int, datetime]] = {}  # worker -> job seq -> when its task began
         for outcome in outcomes:
             row = rows.get(outcome.task_seq)
             if row is None:
@@ -1457,7 +1478,7 @@ class Engine:
                 if row.state == TaskState.CANCELLED:
                     late.append(outcome)
                 continue
-            ran.setdefault(outcome.worker_id, set()).add(row.job_seq)
+            ran.setdefault(outcome.worker_id, {})[row.job_seq] = outcome.started_at or tx.now
             if outcome.ok:
                 succeeded.append(outcome)
             elif self._retries_left(row, outcome.error):
@@ -1467,8 +1488,8 @@ class Engine:
 
         # A job whose task ran but was never reported started is EXECUTING from here on:
         # the counting and the error and retry entries below take it from there.
-        for worker_id, job_seqs in ran.items():
-            self._start_jobs(tx, job_seqs, worker_id)
+        for worker_id, starts in ran.items():
+            self._start_jobs(tx, starts, worker_id)
         for group, state in ((succeeded, TaskState.SUCCEEDED), (failed, TaskState.FAILED)):
             if not group:
                 continue
@@ -2067,3 +2088,12 @@ class Engine:
         if record is None:
             record = await self.read(self.get_job, principal, job_id)
         return record
+
+
+def _latest(starts: Sequence[datetime | None], now: datetime) -> datetime:
+    """When a write dates the start of the jobs whose tasks began at ``starts`` (None: not
+    reported): the latest of them, so that none is dated before its own task began (nor
+    before it was queued) — one job's, exactly — and never after ``now``, the write's time,
+    should a worker's clock run ahead."""
+    reported = [at for at in starts if at is not None]
+    return min(max(reported), now) if reported else now

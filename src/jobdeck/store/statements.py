@@ -54,9 +54,11 @@ FROM claimed LEFT JOIN jobs ON jobs.seq = claimed.job_seq
 """
 _NO_JOB = (None,) * 6
 
+# A job's EXECUTING entry and start time are when its task began, as the worker reported
+# (:started, one for the statement's jobs: see HotStatements.start_jobs).
 _START_JOBS = """
 UPDATE jobs SET phase = '{executing}', status = '{processing}', updated_time = :now,
-    start_time = :now, timeline = {append}
+    start_time = :started, timeline = {append_started}
 WHERE seq {in_seqs} AND {phase} = '{queued}'
 RETURNING seq, id
 """
@@ -75,7 +77,8 @@ RETURNING job_seq
 
 # Counters and completion in one UPDATE: SET expressions read the old row, so "all done" is
 # judged on the counts this very statement writes. A job still QUEUED (its task started and
-# finished before the worker reported the start) gets its EXECUTING entry here too.
+# finished before the worker reported the start) gets its EXECUTING entry here too, dated
+# when its task began (:started, as in _START_JOBS).
 _ALL_DONE = (
     "phase IN ('{queued}', '{executing}')"
     " AND tasks_succeeded + tasks_failed + :good + :bad >= task_count"
@@ -84,7 +87,7 @@ _ALL_DONE = (
 _COUNT_FINISHED = f"""
 UPDATE jobs SET tasks_succeeded = tasks_succeeded + :good, tasks_failed = tasks_failed + :bad,
     updated_time = :now,
-    start_time = CASE WHEN phase = '{{queued}}' THEN :now ELSE start_time END,
+    start_time = CASE WHEN phase = '{{queued}}' THEN :started ELSE start_time END,
     phase = CASE WHEN {_ALL_DONE} THEN '{{completed}}'
         WHEN phase = '{{queued}}' THEN '{{executing}}' ELSE phase END,
     status = CASE WHEN {_ALL_DONE} THEN '{{completed_status}}'
@@ -117,8 +120,8 @@ _DIALECT = {
         "state": "state",
         "append": "json_insert(timeline, '$[#]', json_array(:t_status, :t_source, :t_stamp))",
         "append_started": "json_insert(timeline, '$[#]',"
-        " json_array(:x_status, :x_source, :t_stamp))",
-        "append_both": "json_insert(timeline, '$[#]', json_array(:x_status, :x_source, :t_stamp),"
+        " json_array(:x_status, :x_source, :x_stamp))",
+        "append_both": "json_insert(timeline, '$[#]', json_array(:x_status, :x_source, :x_stamp),"
         " '$[#]', json_array(:t_status, :t_source, :t_stamp))",
         "lock": "",
         "picked_open": "IN (",
@@ -132,9 +135,9 @@ _DIALECT = {
         "append": "timeline || jsonb_build_array(jsonb_build_array("
         "CAST(:t_status AS text), CAST(:t_source AS text), CAST(:t_stamp AS text)))",
         "append_started": "timeline || jsonb_build_array(jsonb_build_array("
-        "CAST(:x_status AS text), CAST(:x_source AS text), CAST(:t_stamp AS text)))",
+        "CAST(:x_status AS text), CAST(:x_source AS text), CAST(:x_stamp AS text)))",
         "append_both": "timeline || jsonb_build_array(jsonb_build_array("
-        "CAST(:x_status AS text), CAST(:x_source AS text), CAST(:t_stamp AS text)),"
+        "CAST(:x_status AS text), CAST(:x_source AS text), CAST(:x_stamp AS text)),"
         " jsonb_build_array("
         "CAST(:t_status AS text), CAST(:t_source AS text), CAST(:t_stamp AS text)))",
         "lock": "FOR UPDATE SKIP LOCKED",
@@ -192,6 +195,16 @@ class HotStatements:
         the statement), which psycopg would otherwise adapt element by element in Python:
         about 1.5 µs a key here, a third of that as text."""
         return json.dumps(list(seqs)) if self._sqlite else "{" + ",".join(map(str, seqs)) + "}"
+
+    def _started(self, source: str, started: datetime) -> dict[str, Any]:
+        """The values of a job's move to EXECUTING: its entry, its start time."""
+        x_status, x_source, x_stamp = timeline_entry(Phase.EXECUTING.value, source, started)
+        return {
+            "x_status": x_status,
+            "x_source": x_source,
+            "x_stamp": x_stamp,
+            "started": self._time(started),
+        }
 
     def _entry(self, status: str, source: str, now: datetime) -> dict[str, str]:
         t_status, t_source, t_stamp = timeline_entry(status, source, now)
@@ -253,14 +266,20 @@ class HotStatements:
         return [(*row, *jobs.get(row[1], _NO_JOB)) for row in claimed]
 
     def start_jobs(
-        self, conn: Connection, seqs: Sequence[int], *, source: str, now: datetime
+        self,
+        conn: Connection,
+        seqs: Sequence[int],
+        *,
+        source: str,
+        started: datetime,
+        now: datetime,
     ) -> list[Any]:
-        """QUEUED → EXECUTING with its timeline entry, for those of these jobs still QUEUED;
-        rows of ``(seq, id)`` of the jobs moved."""
+        """QUEUED → EXECUTING with its timeline entry dated ``started``, for those of these
+        jobs still QUEUED; rows of ``(seq, id)`` of the jobs moved."""
         params = {
             "seqs": self._seqs(seqs),
             "now": self._time(now),
-            **self._entry(Phase.EXECUTING.value, source, now),
+            **self._started(source, started),
         }
         return run(conn, self._start_jobs, params)
 
@@ -281,19 +300,19 @@ class HotStatements:
         bad: int,
         source: str,
         started_by: str,
+        started: datetime,
         now: datetime,
     ) -> list[Any]:
         """Add ``good`` succeeded and ``bad`` failed tasks to each of these jobs; a job whose
         tasks are all done (within its failure budget) completes, with ``source``. A job
-        still QUEUED moves to EXECUTING first, with ``started_by`` (the worker). Rows of
-        ``(id, phase)``."""
+        still QUEUED moves to EXECUTING first, with ``started_by`` (the worker), dated
+        ``started``. Rows of ``(id, phase)``."""
         params = {
             "seqs": self._seqs(seqs),
             "good": good,
             "bad": bad,
             "now": self._time(now),
-            "x_status": Phase.EXECUTING.value,
-            "x_source": started_by,
+            **self._started(started_by, started),
             **self._entry(Phase.COMPLETED.value, source, now),
         }
         return run(conn, self._count_finished, params)

@@ -281,15 +281,16 @@ class Dispatcher:
             if task_seq in self._claimed:
                 self._pool.cancel(task_seq, "aborted")
 
-    def _flush(self) -> tuple[list[int], list[TaskOutcome]]:
+    def _flush(self) -> tuple[dict[int, datetime], list[TaskOutcome]]:
         """Record the logs and progress the pool reported; return the jobs whose task
-        started (job seqs) and the tasks that finished, for the caller to record in one
-        transaction. A task that also finished is reported by its finish alone."""
+        started (job seq: when) and the tasks that finished, for the caller to record in one
+        transaction. A task that also finished is reported by its finish alone (which says
+        when it began)."""
         with self._lock:
             events, self._events = self._events, []
         if not events:
-            return [], []
-        started: dict[int, int] = {}  # task seq -> job seq
+            return {}, []
+        started: dict[int, tuple[int, float]] = {}  # task seq -> job seq, when
         outcomes: list[TaskOutcome] = []
         lines: list[LogLine] = []
         for event in events:
@@ -297,7 +298,7 @@ class Dispatcher:
             if task is None:
                 continue
             if isinstance(event, TaskStarted):
-                started[event.task_id] = task.job_seq
+                started[event.task_id] = (task.job_seq, event.at)
             elif isinstance(event, TaskFinished):
                 started.pop(event.task_id, None)
                 outcomes.append(self._outcome(event))
@@ -316,7 +317,11 @@ class Dispatcher:
             elif isinstance(event, TaskProgress):
                 self.engine.set_progress(task.job_seq, event.label, event.value, event.max_value)
         self.engine.append_logs(lines)
-        return list(started.values()), outcomes
+        jobs_started: dict[int, datetime] = {}
+        for job_seq, at in started.values():
+            when = datetime.fromtimestamp(at, UTC)
+            jobs_started[job_seq] = min(when, jobs_started.get(job_seq, when))
+        return jobs_started, outcomes
 
     def _outcome(self, event: TaskFinished) -> TaskOutcome:
         error = None
@@ -337,4 +342,5 @@ class Dispatcher:
             ok=event.ok,
             error=error,
             results=list(event.results),
+            started_at=datetime.fromtimestamp(event.started_at, UTC),
         )
