@@ -401,6 +401,26 @@ def test_a_stopped_dispatcher_refuses_to_resize(engine: Engine) -> None:
         dispatcher.resize(1)
 
 
+def test_a_busy_worker_claims_the_next_tasks_as_it_finishes_without_polling(
+    engine: Engine,
+) -> None:
+    """Jobs queued while a worker is busy run as its tasks end, one claim after another,
+    not at its next look for unannounced work (here half a minute away)."""
+    dispatcher = Dispatcher(engine, ProcessPool(1, engine.job_types), idle_wait=60)
+    dispatcher.start()
+    try:
+        created = engine.create_jobs(ALICE, [JobCreate(job_type="noop", start=True)] * 60)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            phases = {engine.get_job(ALICE, ref.id).phase for ref in created.jobs}
+            if phases == {"COMPLETED"}:
+                break
+            time.sleep(0.1)
+        assert phases == {"COMPLETED"}
+    finally:
+        dispatcher.stop(timeout=5)
+
+
 def test_a_short_job_s_timeline_dates_its_start_by_the_worker(
     engine: Engine, dispatcher: Dispatcher
 ) -> None:
