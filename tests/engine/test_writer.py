@@ -1,5 +1,6 @@
 """The writer's own connection."""
 
+import asyncio
 import threading
 from concurrent.futures import Future
 from typing import Any
@@ -8,20 +9,57 @@ import pytest
 from sqlalchemy import Engine as Database
 from sqlalchemy.exc import OperationalError
 
-from jobdeck.domain.records import JobCreate
+from jobdeck.domain.records import JobCreate, JobRecord
 from jobdeck.engine.engine import Engine, Principal, TaskOutcome
 from jobdeck.engine.settings import EngineSettings
+
+ALICE = Principal("alice")
+
+
+def _prepared(engine: Engine) -> list[str]:
+    """The statements prepared on the writer's connection."""
+    return engine.writer.run(
+        lambda tx: [
+            text
+            for (text,) in tx.conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements")
+        ]
+    )
 
 
 def test_the_writer_plans_each_statement_for_the_tables_as_they_are(
     engine: Engine, db_url: str
 ) -> None:
     """A generic plan made while the tables were small kept scanning them whole once they had
-    grown (a 10,000-job drain after a light load: 4,400 jobs/s against 10,000)."""
+    grown (a 10,000-job drain after a light load: 4,400 jobs/s against 10,000): a statement
+    the writer runs again and again is not prepared."""
     if not db_url.startswith("postgresql"):
         pytest.skip("plan caching is PostgreSQL's")
-    threshold = engine.writer.run(lambda tx: tx.conn.connection.driver_connection.prepare_threshold)
-    assert threshold is None  # psycopg prepares nothing on the writer's connection
+    for _ in range(10):
+        engine.create_job(ALICE, JobCreate(job_type="noop", start=True))
+        engine.claim_tasks("w1", 1)
+    assert _prepared(engine) == []
+
+
+def test_the_writer_reads_a_waited_on_job_for_its_waiter_with_a_prepared_statement(
+    engine: Engine, db_url: str
+) -> None:
+    """On PostgreSQL too the writer hands a waiter the record its change committed (a read by
+    key, the one statement it prepares: planning it took longer than running it)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("plan caching is PostgreSQL's")
+    job_id = engine.create_job(ALICE, JobCreate(job_type="noop")).id
+
+    async def change_and_watch() -> object:
+        with engine.notifier.watch_job(job_id) as watch:
+            await asyncio.to_thread(engine.run, ALICE, job_id)
+            await asyncio.wait_for(watch.changed.wait(), 5)
+            return watch.take_record()
+
+    record = asyncio.run(change_and_watch())
+    assert isinstance(record, JobRecord) and record.phase == "QUEUED"
+    assert record == engine.get_job(ALICE, job_id)
+    [statement] = _prepared(engine)
+    assert statement.startswith("SELECT job.seq")
 
 
 def _sync_setting(engine: Engine, *, durable: bool) -> "Future[str]":

@@ -97,6 +97,11 @@ class _Item(NamedTuple):
     durable: bool
 
 
+NEVER_BY_COUNT = 2**31 - 1
+"""psycopg's ``prepare_threshold`` for the writer: no statement is prepared for having run
+often; one is when its call asks (``driver.run(prepare=True)``)."""
+
+
 class ChangeSink(Protocol):
     """Who hears of committed changes, after the commit."""
 
@@ -229,8 +234,10 @@ class Writer:
                 # generic while they were small kept scanning them whole once they had grown,
                 # until an ANALYZE. Unprepared, each run is planned for the tables as they
                 # are, which costs little against a batch. (PostgreSQL's plan_cache_mode
-                # would also replan the foreign key checks of every inserted task.)
-                driver.prepare_threshold = None
+                # would also replan the foreign key checks of every inserted task.) Only the
+                # read of a waited-on job's record, a look-up by key, asks to be prepared
+                # (with no threshold at all, psycopg would prepare nothing even then).
+                driver.prepare_threshold = NEVER_BY_COUNT
             self._connection = connection
         return self._connection
 

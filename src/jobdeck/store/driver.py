@@ -22,13 +22,18 @@ from jobdeck.store.database import refused_value
 Params = Mapping[str, Any] | Sequence[Any]
 
 
-def run(conn: Connection, sql: str, params: Params) -> list[Any]:
+def run(conn: Connection, sql: str, params: Params, *, prepare: bool = False) -> list[Any]:
     """Execute ``sql`` (in the driver's parameter style) on ``conn``'s connection; the rows
-    it returns, as the driver returns them (none for a statement without rows)."""
+    it returns, as the driver returns them (none for a statement without rows). ``prepare``:
+    on PostgreSQL, prepared on the server whatever the connection's threshold (SQLite's
+    driver keeps its statements compiled anyway)."""
     _autobegin(conn)
-    cursor = conn.connection.cursor()
+    cursor: Any = conn.connection.cursor()
     try:
-        cursor.execute(sql, params)
+        if prepare and conn.dialect.name == "postgresql":
+            cursor.execute(sql, params, prepare=True)
+        else:
+            cursor.execute(sql, params)
         return list(cursor.fetchall()) if _has_rows(cursor) else []
     except conn.dialect.loaded_dbapi.Error as error:
         raise _translated(conn, sql, params, error, cursor) from error
@@ -122,10 +127,12 @@ class Prepared:
         self._compiled[dialect.name] = prepared = (str(compiled), arguments, process)
         return prepared
 
-    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
-        """The rows of the statement with these bound values."""
+    def rows(
+        self, conn: Connection, params: Mapping[str, Any], *, prepare: bool = False
+    ) -> list[Any]:
+        """The rows of the statement with these bound values (``prepare``: see :func:`run`)."""
         sql, arguments, process = self._prepare(conn.dialect)
-        raw = run(conn, sql, arguments(params))
+        raw = run(conn, sql, arguments(params), prepare=prepare)
         make = self._row._make
         if process is None:
             return [make(row) for row in raw]
