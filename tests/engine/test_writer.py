@@ -31,13 +31,19 @@ def test_the_writer_plans_each_statement_for_the_tables_as_they_are(
 ) -> None:
     """A generic plan made while the tables were small kept scanning them whole once they had
     grown (a 10,000-job drain after a light load: 4,400 jobs/s against 10,000): a statement
-    the writer runs again and again is not prepared."""
+    the writer runs again and again is not prepared, but for the inserts of new jobs, whose
+    plans scan no table."""
     if not db_url.startswith("postgresql"):
         pytest.skip("plan caching is PostgreSQL's")
     for _ in range(10):
         engine.create_job(ALICE, JobCreate(job_type="noop", start=True))
         engine.claim_tasks("w1", 1)
-    assert _prepared(engine) == []
+    prepared = _prepared(engine)
+    assert {statement.split(" (")[0] for statement in prepared} == {
+        "INSERT INTO jobs",
+        "INSERT INTO job_counts",
+        "INSERT INTO tasks",
+    }
 
 
 def test_the_writer_reads_a_waited_on_job_for_its_waiter_with_a_prepared_statement(
@@ -58,8 +64,8 @@ def test_the_writer_reads_a_waited_on_job_for_its_waiter_with_a_prepared_stateme
     record = asyncio.run(change_and_watch())
     assert isinstance(record, JobRecord) and record.phase == "QUEUED"
     assert record == engine.get_job(ALICE, job_id)
-    [statement] = _prepared(engine)
-    assert statement.startswith("SELECT job.seq")
+    [read] = [text for text in _prepared(engine) if not text.startswith("INSERT")]
+    assert read.startswith("SELECT job.seq")
 
 
 def _sync_setting(engine: Engine, *, durable: bool) -> "Future[str]":

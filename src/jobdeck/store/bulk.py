@@ -114,7 +114,11 @@ class BulkInsert:
         else:
             document = list(zip(*columns, strict=True))
         params = {f"c_{name}": value for name, value in shared.items()}
-        result = run(conn, sql, {"rows": json.dumps(document), **params})
+        # Prepared on PostgreSQL: the plan of an INSERT … SELECT from a document scans no
+        # table, whatever the rows (where a generic plan for a statement that does went
+        # wrong as the tables grew: engine.writer); parsing and planning it cost more than
+        # running it for one job.
+        result = run(conn, sql, {"rows": json.dumps(document), **params}, prepare=True)
         return result if postgres and self.returning else None
 
     def _converters_of(self, dialect: Dialect) -> dict[str, tuple[Converter, Memo]]:

@@ -236,7 +236,8 @@ class HotStatements:
         """Add new jobs of ``owner`` (so many of each phase) to the job counts: the engine
         counts the jobs it inserts; triggers count the changes after (migration 0002)."""
         for phase, n in phases.items():
-            run(conn, self._count_new, {"owner": owner, "phase": phase.value, "n": n})
+            params = {"owner": owner, "phase": phase.value, "n": n}
+            run(conn, self._count_new, params, prepare=True)  # a plain INSERT: as BulkInsert
 
     def claim(
         self,
