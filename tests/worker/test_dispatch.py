@@ -10,12 +10,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from jobdeck.domain.errors import Conflict
 from jobdeck.domain.jobtypes import JobType, ParameterSpec
@@ -419,6 +421,42 @@ def test_a_busy_worker_claims_the_next_tasks_as_it_finishes_without_polling(
         assert phases == {"COMPLETED"}
     finally:
         dispatcher.stop(timeout=5)
+
+
+def test_task_ends_a_failed_write_lost_are_written_by_the_next_one(
+    engine: Engine, dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database gone for a moment when the worker records its tasks' ends (with a claim,
+    or alone): the next round writes them, well inside the tasks' leases (5 s here); no task
+    runs twice, as it would once its lease had run out."""
+    failures = {"claim": 1, "finish": 1}
+    claim, finish = engine.claim_tasks, engine.finish_tasks
+    gone = OperationalError("COMMIT", {}, Exception("the database went away"))
+
+    def failing_claim(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("finished") and failures["claim"]:
+            failures["claim"] -= 1
+            raise gone
+        return claim(*args, **kwargs)
+
+    def failing_finish(outcomes: Any, **kwargs: Any) -> Any:
+        if outcomes and failures["finish"]:
+            failures["finish"] -= 1
+            failed: Future[None] = Future()
+            failed.set_exception(gone)
+            return failed
+        return finish(outcomes, **kwargs)
+
+    monkeypatch.setattr(engine, "claim_tasks", failing_claim)
+    monkeypatch.setattr(engine, "finish_tasks", failing_finish)
+    job_ids = [submit(engine, "noop") for _ in range(6)]
+    for job_id in job_ids:
+        assert finished(engine, job_id, timeout=4).phase == "COMPLETED"
+    assert sum(failures.values()) < 2  # a write failed
+    attempts = engine.writer.run(
+        lambda tx: tx.conn.execute(select(tasks.c.attempts)).scalars().all()
+    )
+    assert set(attempts) == {1}
 
 
 def test_a_short_job_s_timeline_dates_its_start_by_the_worker(

@@ -7,6 +7,7 @@ statement), extend leases, kill what was cancelled — then sleep until the pool
 notifier has news. It never sleeps on a fixed interval while there is work.
 """
 
+import functools
 import logging
 import os
 import socket
@@ -34,11 +35,6 @@ log = logging.getLogger(__name__)
 
 BACKLOG_SECONDS = 0.05
 """How much work, by recent task durations, to keep waiting per process."""
-
-
-def _log_failure(future: "Future[None]") -> None:
-    if future.exception() is not None:
-        log.error("recording finished tasks failed", exc_info=future.exception())
 
 
 def _storable(text: str) -> str:
@@ -85,8 +81,13 @@ class Dispatcher:
         self._mean_duration: float | None = None  # seconds, of recent tasks
         self._observed = 0
         self._heartbeat_every = max(0.5, engine.settings.lease_seconds / 3)
+        self._keep_for = engine.settings.lease_seconds / 2
         self._next_heartbeat = 0.0
         self._looked = 0.0  # monotonic time of the last claim
+        # What a failed write did not record, for the next to (see _keep).
+        self._unrecorded_started: dict[int, datetime] = {}
+        self._unrecorded: list[TaskOutcome] = []
+        self._unrecorded_since = 0.0
 
     def start(self) -> None:
         """Start the worker processes and the dispatching thread."""
@@ -182,6 +183,14 @@ class Dispatcher:
 
     def _round(self) -> None:
         started, finished = self._flush()
+        try:
+            self._claim_and_record(started, finished)
+        except Exception:
+            self._keep(started, finished, None)
+            raise
+        self._lend_room()
+
+    def _claim_and_record(self, started: dict[int, datetime], finished: list[TaskOutcome]) -> None:
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
             maybe_more = self._maybe_more
@@ -223,8 +232,33 @@ class Dispatcher:
                 self._wake.set()
         elif finished or started:
             recorded = self.engine.finish_tasks(finished, started=started, worker_id=self.worker_id)
-            recorded.add_done_callback(_log_failure)
-        self._lend_room()
+            recorded.add_done_callback(functools.partial(self._keep, started, finished))
+
+    def _keep(
+        self,
+        started: dict[int, datetime],
+        finished: list[TaskOutcome],
+        recorded: "Future[None] | None",
+    ) -> None:
+        """Keep what a write that failed (``recorded`` failed, or None: the round did) was to
+        record, for the next round's to: a database that went away for a moment loses no
+        task's end (its task would have run again after its lease). Writing it again is
+        safe: a finish or start already recorded matches no running task or queued job."""
+        if recorded is not None and recorded.exception() is None:
+            return
+        if recorded is not None:
+            log.error("recording tasks failed; trying again", exc_info=recorded.exception())
+        if not started and not finished:
+            return
+        with self._lock:
+            if not self._unrecorded and not self._unrecorded_started:
+                self._unrecorded_since = time.monotonic()
+            for job_seq, at in started.items():
+                self._unrecorded_started[job_seq] = min(
+                    at, self._unrecorded_started.get(job_seq, at)
+                )
+            self._unrecorded.extend(finished)
+        self._wake.set()
 
     def _lend_room(self) -> None:
         """Let submissions claim for this worker a task for each idle process, while it
@@ -298,10 +332,17 @@ class Dispatcher:
         when it began)."""
         with self._lock:
             events, self._events = self._events, []
+            jobs_started, self._unrecorded_started = self._unrecorded_started, {}
+            outcomes, self._unrecorded = self._unrecorded, []
+            since = self._unrecorded_since
+        if (jobs_started or outcomes) and time.monotonic() - since > self._keep_for:
+            # Their leases are running out (no heartbeat keeps an ended task's): they will
+            # be rescued, and a record this late might end the task's next attempt.
+            log.error("dropping %d task ends not recorded in time", len(outcomes))
+            jobs_started, outcomes = {}, []
         if not events:
-            return {}, []
+            return jobs_started, outcomes
         started: dict[int, tuple[int, float]] = {}  # task seq -> job seq, when
-        outcomes: list[TaskOutcome] = []
         lines: list[LogLine] = []
         for event in events:
             task = self._claimed.get(event.task_id)
@@ -327,7 +368,6 @@ class Dispatcher:
             elif isinstance(event, TaskProgress):
                 self.engine.set_progress(task.job_seq, event.label, event.value, event.max_value)
         self.engine.append_logs(lines)
-        jobs_started: dict[int, datetime] = {}
         for job_seq, at in started.values():
             when = datetime.fromtimestamp(at, UTC)
             jobs_started[job_seq] = min(when, jobs_started.get(job_seq, when))
