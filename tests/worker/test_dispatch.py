@@ -474,12 +474,8 @@ def test_a_short_job_s_timeline_dates_its_start_by_the_worker(
     assert record.end_time == stamps["COMPLETED"]
 
 
-def test_a_waiter_is_given_its_jobs_record_by_the_commit_that_changed_it(
-    engine: Engine, dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The writer reads the record a waiter waits for in the transaction that changed the
-    job (on PostgreSQL, for up to a few waiters), and the waiter takes it instead of reading
-    it again; what it is given is the record a read gives after."""
+def count_reads(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the reads async code makes through ``engine.read`` from now on."""
     reads: list[str] = []
     read = engine.read
 
@@ -488,6 +484,16 @@ def test_a_waiter_is_given_its_jobs_record_by_the_commit_that_changed_it(
         return await read(call, *args)
 
     monkeypatch.setattr(engine, "read", counted)
+    return reads
+
+
+def test_a_waiter_is_given_its_jobs_record_by_the_commit_that_changed_it(
+    engine: Engine, dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer reads the record a waiter waits for in the transaction that changed the
+    job (on PostgreSQL, for up to a few waiters), and the waiter takes it instead of reading
+    it again; what it is given is the record a read gives after."""
+    reads = count_reads(engine, monkeypatch)
     time.sleep(0.2)  # the workers are idle
     request = JobCreate(job_type="noop", start=True)
     record = asyncio.run(engine.create_job_async(ALICE, request, wait=10))
@@ -503,14 +509,7 @@ def test_a_job_created_without_waiting_is_answered_with_the_record_its_commit_ma
     read of its own after; the same record a read gives."""
     if not db_url.startswith("sqlite"):
         pytest.skip("on PostgreSQL a creation is read after, in parallel")
-    reads: list[str] = []
-    read = engine.read
-
-    async def counted(call: Callable[..., Any], *args: Any) -> Any:
-        reads.append(call.__name__)
-        return await read(call, *args)
-
-    monkeypatch.setattr(engine, "read", counted)
+    reads = count_reads(engine, monkeypatch)
     record = asyncio.run(engine.create_job_async(ALICE, JobCreate(job_type="noop", start=True)))
     assert record.phase == "QUEUED"
     assert reads == []
