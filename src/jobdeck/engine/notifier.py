@@ -73,7 +73,7 @@ def decode(payload: str) -> tuple[str, Changes]:
         if part.startswith("o:"):
             origin = part[2:]
         elif part == "*":
-            changes.everything = changes.tasks_ready = True
+            changes.merge(Changes.unknown())
         elif part == "r":
             changes.tasks_ready = True
         elif part.startswith("j:"):
