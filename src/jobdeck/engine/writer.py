@@ -204,14 +204,19 @@ class Writer:
             (version,) = driver.execute("PRAGMA data_version").fetchone()
         except Exception:
             log.exception("could not read SQLite's data_version")
-            if self._connection is not None:
-                with contextlib.suppress(Exception):
-                    self._connection.close()
-                self._connection = None
+            self._drop_connection()
             return
         if self._data_version is not None and version != self._data_version:
             self._notifier.wake(Changes.unknown())
         self._data_version = version
+
+    def _drop_connection(self) -> None:
+        """Let go of the writer's connection, closed as far as it can be: the next use makes
+        a new one."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def _connect(self) -> Connection:
         """The writer's connection, made on first use and after a failure."""
@@ -234,9 +239,10 @@ class Writer:
                 # generic while they were small kept scanning them whole once they had grown,
                 # until an ANALYZE. Unprepared, each run is planned for the tables as they
                 # are, which costs little against a batch. (PostgreSQL's plan_cache_mode
-                # would also replan the foreign key checks of every inserted task.) Only the
-                # read of a waited-on job's record, a look-up by key, asks to be prepared
-                # (with no threshold at all, psycopg would prepare nothing even then).
+                # would also replan the foreign key checks of every inserted task.) Only
+                # statements whose plan scans no table ask to be prepared: the inserts of new
+                # jobs, the read of a job's record by key (with no threshold at all, psycopg
+                # would prepare nothing even then).
                 driver.prepare_threshold = NEVER_BY_COUNT
             self._connection = connection
         return self._connection
@@ -253,12 +259,9 @@ class Writer:
                 conn = self._connect()
                 outcomes, changes, calls, records = self._transaction(conn, batch)
             except Exception as error:
-                # The connection may be broken: the next batch starts on a fresh one.
-                self._connection = None
                 lost = conn is not None and conn.invalidated and not self._committing
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
+                # The connection may be broken: the next batch starts on a fresh one.
+                self._drop_connection()
                 if lost and attempt == 1:
                     log.warning("the database connection was lost; writing the batch again")
                     continue

@@ -197,18 +197,16 @@ class HotStatements:
         return json.dumps(list(seqs)) if self._sqlite else "{" + ",".join(map(str, seqs)) + "}"
 
     def _started(self, source: str, started: datetime) -> dict[str, Any]:
-        """The values of a job's move to EXECUTING: its entry, its start time."""
-        x_status, x_source, x_stamp = timeline_entry(Phase.EXECUTING.value, source, started)
-        return {
-            "x_status": x_status,
-            "x_source": x_source,
-            "x_stamp": x_stamp,
-            "started": self._time(started),
-        }
+        """The values of a job's move to EXECUTING: its entry (``x_``), its start time."""
+        entry = self._entry(Phase.EXECUTING.value, source, started, prefix="x")
+        return {**entry, "started": self._time(started)}
 
-    def _entry(self, status: str, source: str, now: datetime) -> dict[str, str]:
-        t_status, t_source, t_stamp = timeline_entry(status, source, now)
-        return {"t_status": t_status, "t_source": t_source, "t_stamp": t_stamp}
+    @staticmethod
+    def _entry(status: str, source: str, at: datetime, *, prefix: str = "t") -> dict[str, str]:
+        """A timeline entry's values, named ``{prefix}_status``, ``_source`` and ``_stamp``."""
+        values = timeline_entry(status, source, at)
+        names = (f"{prefix}_status", f"{prefix}_source", f"{prefix}_stamp")
+        return dict(zip(names, values, strict=True))
 
     # -- the statements
 

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future
 from datetime import UTC, datetime
 
@@ -35,6 +36,12 @@ log = logging.getLogger(__name__)
 
 BACKLOG_SECONDS = 0.05
 """How much work, by recent task durations, to keep waiting per process."""
+
+
+def _add_starts(into: dict[int, datetime], starts: Iterable[tuple[int, datetime]]) -> None:
+    """Add jobs' start times (job seq, when) to ``into``, keeping each job's earliest."""
+    for job_seq, at in starts:
+        into[job_seq] = min(at, into.get(job_seq, at))
 
 
 def _storable(text: str) -> str:
@@ -253,10 +260,7 @@ class Dispatcher:
         with self._lock:
             if not self._unrecorded and not self._unrecorded_started:
                 self._unrecorded_since = time.monotonic()
-            for job_seq, at in started.items():
-                self._unrecorded_started[job_seq] = min(
-                    at, self._unrecorded_started.get(job_seq, at)
-                )
+            _add_starts(self._unrecorded_started, started.items())
             self._unrecorded.extend(finished)
         self._wake.set()
 
@@ -368,9 +372,10 @@ class Dispatcher:
             elif isinstance(event, TaskProgress):
                 self.engine.set_progress(task.job_seq, event.label, event.value, event.max_value)
         self.engine.append_logs(lines)
-        for job_seq, at in started.values():
-            when = datetime.fromtimestamp(at, UTC)
-            jobs_started[job_seq] = min(when, jobs_started.get(job_seq, when))
+        _add_starts(
+            jobs_started,
+            ((job_seq, datetime.fromtimestamp(at, UTC)) for job_seq, at in started.values()),
+        )
         return jobs_started, outcomes
 
     def _outcome(self, event: TaskFinished) -> TaskOutcome:
