@@ -28,6 +28,7 @@ from jobdeck.engine.settings import EngineSettings
 from jobdeck.store.schema import jobs, tasks
 from jobdeck.worker.dispatcher import Dispatcher
 from jobdeck.worker.pool import ProcessPool
+from jobdeck.worker.protocol import TaskLog
 
 ALICE = Principal("alice")
 HERE = Path(__file__).parent
@@ -327,6 +328,48 @@ def test_logs_readable_while_running(engine: Engine, dispatcher: Dispatcher) -> 
     levels = {line.message: line.level for line in engine.logs(ALICE, job).logs}
     assert levels["one"] != levels["two"]  # stdout and stderr are told apart
     engine.abort(ALICE, job)
+
+
+def test_a_job_s_log_lines_are_stored_after_its_start(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's start and its first lines reach the dispatcher together: the lines are
+    stored once the job reads EXECUTING, never while it still reads QUEUED (a reader saw
+    its log with the job not yet started)."""
+    dispatcher = Dispatcher(engine, ProcessPool(1, engine.job_types), worker_id="w")
+    held: list[Any] = []
+    deliver = dispatcher._on_events
+
+    def together(events: list[Any]) -> None:
+        held.extend(events)
+        if any(isinstance(event, TaskLog) for event in held):
+            deliver(held[:])
+            held.clear()
+
+    phases_when_stored: list[str] = []
+    append = engine.append_logs
+
+    def checked(lines: Any) -> None:
+        seqs = [line.job_seq for line in lines]
+
+        def look(tx: Any) -> None:
+            query = select(jobs.c.phase).where(jobs.c.seq.in_(seqs))
+            phases_when_stored.extend(tx.conn.execute(query).scalars())
+
+        if lines:
+            engine.writer.submit(look)
+        append(lines)
+
+    monkeypatch.setattr(dispatcher, "_on_events", together)
+    monkeypatch.setattr(engine, "append_logs", checked)
+    dispatcher.start()
+    try:
+        job = submit(engine, "chatty")
+        wait_for(engine, job, lambda record: bool(engine.logs(ALICE, record.id).logs))
+        engine.abort(ALICE, job)
+    finally:
+        dispatcher.stop(timeout=5)
+    assert phases_when_stored and set(phases_when_stored) == {"EXECUTING"}
 
 
 def test_a_nul_byte_in_output_and_errors_is_kept_as_a_replacement_character(

@@ -118,8 +118,9 @@ class Dispatcher:
             # an operation handed over after it is.
             self.engine.writer.run(lambda tx: None)
         unfinished = self._pool.close(timeout)
-        started, finished = self._flush()
+        started, finished, lines = self._flush()
         self.engine.finish_tasks(finished, started=started, worker_id=self.worker_id).result()
+        self.engine.append_logs(lines)
         leftover = set(unfinished) | set(self._claimed) | {task.task_seq for task in self._handed}
         self._handed.clear()
         if leftover:
@@ -189,12 +190,16 @@ class Dispatcher:
             self._wake.clear()
 
     def _round(self) -> None:
-        started, finished = self._flush()
+        started, finished, lines = self._flush()
         try:
             self._claim_and_record(started, finished)
         except Exception:
             self._keep(started, finished, None)
             raise
+        finally:
+            # Handed to the writer after the starts they follow (it writes in order): a
+            # job's log never shows lines while the job still reads QUEUED.
+            self.engine.append_logs(lines)
         self._lend_room()
 
     def _claim_and_record(self, started: dict[int, datetime], finished: list[TaskOutcome]) -> None:
@@ -329,11 +334,11 @@ class Dispatcher:
             if task_seq in self._claimed:
                 self._pool.cancel(task_seq, "aborted")
 
-    def _flush(self) -> tuple[dict[int, datetime], list[TaskOutcome]]:
-        """Record the logs and progress the pool reported; return the jobs whose task
-        started (job seq: when) and the tasks that finished, for the caller to record in one
-        transaction. A task that also finished is reported by its finish alone (which says
-        when it began)."""
+    def _flush(self) -> tuple[dict[int, datetime], list[TaskOutcome], list[LogLine]]:
+        """Record the progress the pool reported; return the jobs whose task started (job
+        seq: when) and the tasks that finished, for the caller to record in one transaction,
+        and the log lines, to store after them. A task that also finished is reported by its
+        finish alone (which says when it began)."""
         with self._lock:
             events, self._events = self._events, []
             jobs_started, self._unrecorded_started = self._unrecorded_started, {}
@@ -345,7 +350,7 @@ class Dispatcher:
             log.error("dropping %d task ends not recorded in time", len(outcomes))
             jobs_started, outcomes = {}, []
         if not events:
-            return jobs_started, outcomes
+            return jobs_started, outcomes, []
         started: dict[int, tuple[int, float]] = {}  # task seq -> job seq, when
         lines: list[LogLine] = []
         for event in events:
@@ -371,12 +376,11 @@ class Dispatcher:
                 )
             elif isinstance(event, TaskProgress):
                 self.engine.set_progress(task.job_seq, event.label, event.value, event.max_value)
-        self.engine.append_logs(lines)
         _add_starts(
             jobs_started,
             ((job_seq, datetime.fromtimestamp(at, UTC)) for job_seq, at in started.values()),
         )
-        return jobs_started, outcomes
+        return jobs_started, outcomes, lines
 
     def _outcome(self, event: TaskFinished) -> TaskOutcome:
         error = None
