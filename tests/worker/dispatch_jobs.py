@@ -1,7 +1,10 @@
 """Python job functions the dispatch tests run inside real worker processes."""
 
 import os
+import threading
 from typing import Any
+
+from jobdeck.worker.context import TaskError
 
 
 def count(params: dict[str, Any], ctx: Any) -> dict[str, int]:
@@ -12,3 +15,14 @@ def count(params: dict[str, Any], ctx: Any) -> dict[str, int]:
         ctx.logger.info("step %d of %d", i, n)
     print("printed line")
     return {"pid": os.getpid(), "steps": n}
+
+
+def status_error(params: dict[str, Any], ctx: Any) -> None:
+    """Fail with an HTTP status (an int) as its error code, as a caller of a web service
+    might."""
+    raise TaskError("the upstream service refused", error_code=503, detail=503)
+
+
+def lock_error(params: dict[str, Any], ctx: Any) -> None:
+    """Fail with an error code that cannot be pickled."""
+    raise TaskError("locked out", error_code=threading.Lock())

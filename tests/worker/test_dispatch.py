@@ -65,6 +65,10 @@ TEST_TYPES = {
         target="dispatch_jobs:count",
         parameters={"n": ParameterSpec("int", 3)},
     ),
+    "status_error": JobType(
+        name="status_error", kind="python", target="dispatch_jobs:status_error"
+    ),
+    "lock_error": JobType(name="lock_error", kind="python", target="dispatch_jobs:lock_error"),
     "frames": JobType(
         name="frames",
         kind="command",
@@ -380,6 +384,25 @@ def test_a_nul_byte_in_output_and_errors_is_kept_as_a_replacement_character(
     assert [line.message for line in engine.logs(ALICE, job).logs] == ["a\ufffdb", "after"]
     failed = wait_for(engine, submit(engine, "nul_failure"), lambda r: r.phase == "ERROR")
     assert "bad\ufffdinput" in (failed.errors[0].detail or "")
+
+
+def test_a_task_error_whose_code_is_not_text_still_ends_its_job(
+    engine: Engine, dispatcher: Dispatcher
+) -> None:
+    # An int error code once failed the dispatcher's round that read it: the job, and any
+    # other task that ended in that round, stayed EXECUTING for good. (One that cannot be
+    # pickled crashed the worker process.)
+    failed = finished(engine, submit(engine, "status_error"), timeout=10)
+    assert failed.phase == "ERROR"
+    assert (failed.errors[0].error_code, failed.errors[0].message) == (
+        "503",
+        "the upstream service refused",
+    )
+    assert failed.errors[0].detail == "503"
+    locked = finished(engine, submit(engine, "lock_error"), timeout=10)
+    assert (locked.phase, locked.errors[0].message) == ("ERROR", "locked out")
+    assert "lock" in (locked.errors[0].error_code or "")
+    assert finished(engine, submit(engine, "count"), timeout=10).phase == "COMPLETED"
 
 
 def test_results_download_and_traversal(

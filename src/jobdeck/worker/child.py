@@ -312,11 +312,13 @@ def scan_results(root: Path) -> list[dict[str, Any]]:
 def _exception_error(exc: BaseException) -> dict[str, Any]:
     detail = "".join(traceback.format_exception(exc))
     if isinstance(exc, TaskError):
+        # As text whatever a task gave (an HTTP status as its code, say): the report must
+        # pickle, and the service keeps text.
         return task_error(
-            exc.error_code,
-            exc.message,
+            str(exc.error_code),
+            str(exc.message),
             type="transient" if exc.transient else "fatal",
-            detail=exc.detail if exc.detail is not None else detail,
+            detail=str(exc.detail) if exc.detail is not None else detail,
         )
     return task_error("exception", f"{type(exc).__name__}: {exc}", detail=detail)
 
