@@ -26,3 +26,11 @@ def status_error(params: dict[str, Any], ctx: Any) -> None:
 def lock_error(params: dict[str, Any], ctx: Any) -> None:
     """Fail with an error code that cannot be pickled."""
     raise TaskError("locked out", error_code=threading.Lock())
+
+
+def odd_file_name(params: dict[str, Any], ctx: Any) -> None:
+    """Leave a result whose file name is not UTF-8, and log that name."""
+    name = os.fsdecode(b"caf\xe9.txt")
+    (ctx.results_dir / name).write_text("latin-1\n")
+    (ctx.results_dir / "plain.txt").write_text("plain\n")
+    ctx.logger.info("wrote %s", name)

@@ -68,6 +68,9 @@ TEST_TYPES = {
     "status_error": JobType(
         name="status_error", kind="python", target="dispatch_jobs:status_error"
     ),
+    "odd_file_name": JobType(
+        name="odd_file_name", kind="python", target="dispatch_jobs:odd_file_name"
+    ),
     "lock_error": JobType(name="lock_error", kind="python", target="dispatch_jobs:lock_error"),
     "frames": JobType(
         name="frames",
@@ -402,6 +405,22 @@ def test_a_task_error_whose_code_is_not_text_still_ends_its_job(
     locked = finished(engine, submit(engine, "lock_error"), timeout=10)
     assert (locked.phase, locked.errors[0].message) == ("ERROR", "locked out")
     assert "lock" in (locked.errors[0].error_code or "")
+    assert finished(engine, submit(engine, "count"), timeout=10).phase == "COMPLETED"
+
+
+def test_a_result_file_whose_name_is_not_utf8_does_not_stop_its_job_ending(
+    engine: Engine, dispatcher: Dispatcher
+) -> None:
+    # Such a name failed every write of the task's end: the round, and the next ones that
+    # held it, failed (with every other task end they held) until it was dropped and the
+    # task rescued, to fail so again.
+    job = finished(engine, submit(engine, "odd_file_name"), timeout=10)
+    assert job.phase == "COMPLETED"
+    assert [result.id for result in job.results] == ["plain.txt"]
+    lines = [line.message for line in engine.logs(ALICE, job.id).logs]
+    assert "result 'caf\\udce9.txt' left out: its name is not UTF-8" in lines
+    # Logged as Python holds it: the bytes that are not UTF-8 are replaced.
+    assert any(line.startswith("wrote caf\ufffd") for line in lines)
     assert finished(engine, submit(engine, "count"), timeout=10).phase == "COMPLETED"
 
 

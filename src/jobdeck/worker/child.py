@@ -281,9 +281,12 @@ class TaskLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def scan_results(root: Path) -> list[dict[str, Any]]:
-    """Every regular file under ``root`` as a result, sorted by path (symlinks are left out)."""
+def scan_results(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every regular file under ``root`` as a result, sorted by path (symlinks are left out);
+    and the paths left out because they are not UTF-8: the service keeps a result's path as
+    text, which such a name cannot be (it failed every write that held it)."""
     results: list[dict[str, Any]] = []
+    not_utf8: list[str] = []
     folders = [""]
     while folders:
         folder = folders.pop()
@@ -294,7 +297,9 @@ def scan_results(root: Path) -> list[dict[str, Any]]:
         with entries:
             for entry in entries:
                 path = f"{folder}/{entry.name}" if folder else entry.name
-                if entry.is_dir(follow_symlinks=False):
+                if not _utf8(entry.name):
+                    not_utf8.append(path)
+                elif entry.is_dir(follow_symlinks=False):
                     folders.append(path)
                 elif entry.is_file(follow_symlinks=False):
                     mime_type, _ = mimetypes.guess_type(entry.name)
@@ -306,7 +311,17 @@ def scan_results(root: Path) -> list[dict[str, Any]]:
                         }
                     )
     results.sort(key=lambda result: str(result["path"]))
-    return results
+    return results, sorted(not_utf8)
+
+
+def _utf8(name: str) -> bool:
+    """Whether a file name read from the disk is UTF-8 (Python holds its other bytes as
+    surrogates, which no UTF-8 text can)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _exception_error(exc: BaseException) -> dict[str, Any]:
@@ -414,7 +429,7 @@ class Runner:
             error = _exception_error(exc)
         if job_type.kind != "builtin":
             self._capture.sync()
-        return error, [] if quiet else scan_results(results_dir)
+        return error, [] if quiet else self._results(results_dir)
 
     def _run_command(
         self, task: TaskAssignment, job_type: JobType
@@ -456,7 +471,15 @@ class Runner:
             else:
                 message = f"{argv[0]} exited with code {code}"
             error = task_error("exit_code", message, detail="\n".join(tail) or None)
-        return error, scan_results(results_dir)
+        return error, self._results(results_dir)
+
+    def _results(self, results_dir: Path) -> list[dict[str, Any]]:
+        """The task's results (:func:`scan_results`); each file left out is a warning in
+        its log."""
+        results, not_utf8 = scan_results(results_dir)
+        for path in not_utf8:
+            self.task_logger.warning("result %s left out: its name is not UTF-8", ascii(path))
+        return results
 
     def _stream(
         self, task_id: int, process: subprocess.Popen[bytes], out_fd: int, err_fd: int

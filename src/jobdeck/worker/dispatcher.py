@@ -46,8 +46,15 @@ def _add_starts(into: dict[int, datetime], starts: Iterable[tuple[int, datetime]
 
 def _storable(text: str) -> str:
     """What a task said, as text every store keeps: PostgreSQL refuses a NUL character, and
-    one in a log line or an error would fail the whole batch it is written in."""
-    return text.replace("\x00", "\ufffd")
+    neither store's driver takes a lone surrogate (a file name that is not UTF-8, as Python
+    reads it); one in a log line or an error would fail the whole batch it is written in.
+    Each becomes a replacement character."""
+    text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="surrogatepass").decode(errors="replace")
+    return text
 
 
 def default_worker_id() -> str:
