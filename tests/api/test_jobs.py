@@ -467,6 +467,30 @@ def test_a_value_the_database_refuses_is_invalid_input(alice: httpx.Client, db_u
     assert alice.get(f"/jobs/{kept['id']}").json()["json_parameters"] == {"k": "\x00"}
 
 
+def test_a_lone_surrogate_in_a_document_is_invalid_input(alice: httpx.Client) -> None:
+    # JSON's escapes can spell one; no UTF-8 text holds it. It was stored, and every answer
+    # holding its job failed, the creation's first.
+    headers = {"Content-Type": "application/json"}
+    job = create(alice)
+    for body in (
+        '{"json_parameters": {"k": ["\\udce9"]}}',
+        '{"json_parameters": {"\\ud800": 1}}',
+        '{"parameters": {"x\\udce9": "v"}}',
+        '{"name": "\\udce9"}',
+    ):
+        created = alice.post("/jobs", content=body, headers=headers)
+        assert created.status_code == 422, created.text
+        assert created.json()["code"] == "validation_failed"
+        batch = alice.post("/jobs/batch", content=f'{{"jobs": [{body}]}}', headers=headers)
+        assert batch.status_code == 422, batch.text
+        changed = alice.patch(f"/jobs/{job['id']}", content=body, headers=headers)
+        assert changed.status_code == 422, changed.text
+    assert [listed["id"] for listed in alice.get("/jobs").json()["jobs"]] == [job["id"]]
+    # A surrogate pair is a character like any other.
+    kept = create(alice, json_parameters={"k": "\U0001f600"})
+    assert alice.get(f"/jobs/{kept['id']}").json()["json_parameters"] == {"k": "\U0001f600"}
+
+
 def test_connections_postgresql_ended_are_replaced_unseen(
     alice: httpx.Client, server: Server, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -5,6 +5,7 @@ doors are views made from it. Field names follow IQM's ``JobData`` (which ignore
 not know), Safir's Wobbly ``SerializedJob`` and UWS 1.1, so that each maps without renaming.
 """
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -250,6 +251,18 @@ def _plain_text(value: str | None) -> str | None:
     return value
 
 
+def _unicode_documents(value: Any) -> Any:
+    # JSON's escapes can spell a lone surrogate ("\udce9"), which no UTF-8 text can hold:
+    # pydantic refuses one in a text field, but in a JSON document or a parameter's name it
+    # was stored, and every answer holding the job failed (a 500, its creation's first).
+    if value:
+        try:
+            json.dumps(value, ensure_ascii=False, default=repr).encode()
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode: it holds a lone surrogate") from None
+    return value
+
+
 class JobCreate(BaseModel):
     """A request to create a job."""
 
@@ -294,6 +307,7 @@ class JobCreate(BaseModel):
 
     _utc_destruction = field_validator("destruction_time")(_utc)
     _plain_texts = field_validator("name", "description", "run_id")(_plain_text)
+    _unicode = field_validator("parameters", "json_parameters", mode="before")(_unicode_documents)
 
 
 class JobBatchCreate(BaseModel):
@@ -333,6 +347,7 @@ class JobUpdate(BaseModel):
 
     _utc_destruction = field_validator("destruction_time")(_utc)
     _plain_texts = field_validator("name", "description", "run_id")(_plain_text)
+    _unicode = field_validator("parameters", "json_parameters", mode="before")(_unicode_documents)
 
 
 class QueueRequest(BaseModel):
