@@ -23,6 +23,11 @@ def status_error(params: dict[str, Any], ctx: Any) -> None:
     raise TaskError("the upstream service refused", error_code=503, detail=503)
 
 
+def long_code_error(params: dict[str, Any], ctx: Any) -> None:
+    """Fail with an error code longer than a store keeps."""
+    raise TaskError("too long", error_code="c" * 100)
+
+
 def lock_error(params: dict[str, Any], ctx: Any) -> None:
     """Fail with an error code that cannot be pickled."""
     raise TaskError("locked out", error_code=threading.Lock())
@@ -34,3 +39,13 @@ def odd_file_name(params: dict[str, Any], ctx: Any) -> None:
     (ctx.results_dir / name).write_text("latin-1\n")
     (ctx.results_dir / "plain.txt").write_text("plain\n")
     ctx.logger.info("wrote %s", name)
+
+
+def deep_result(params: dict[str, Any], ctx: Any) -> None:
+    """Leave a result whose path is longer than a result id may be, and a short one."""
+    folder = ctx.results_dir
+    for _ in range(6):
+        folder = folder / ("d" * 100)
+    folder.mkdir(parents=True)
+    (folder / "deep.txt").write_text("deep\n")
+    (ctx.results_dir / "plain.txt").write_text("plain\n")

@@ -71,7 +71,11 @@ TEST_TYPES = {
     "odd_file_name": JobType(
         name="odd_file_name", kind="python", target="dispatch_jobs:odd_file_name"
     ),
+    "deep_result": JobType(name="deep_result", kind="python", target="dispatch_jobs:deep_result"),
     "lock_error": JobType(name="lock_error", kind="python", target="dispatch_jobs:lock_error"),
+    "long_code_error": JobType(
+        name="long_code_error", kind="python", target="dispatch_jobs:long_code_error"
+    ),
     "frames": JobType(
         name="frames",
         kind="command",
@@ -405,6 +409,9 @@ def test_a_task_error_whose_code_is_not_text_still_ends_its_job(
     locked = finished(engine, submit(engine, "lock_error"), timeout=10)
     assert (locked.phase, locked.errors[0].message) == ("ERROR", "locked out")
     assert "lock" in (locked.errors[0].error_code or "")
+    # One PostgreSQL could not keep failed every write of the task's end, for good.
+    long = finished(engine, submit(engine, "long_code_error"), timeout=10)
+    assert (long.phase, long.errors[0].error_code) == ("ERROR", "c" * 64)
     assert finished(engine, submit(engine, "count"), timeout=10).phase == "COMPLETED"
 
 
@@ -421,6 +428,21 @@ def test_a_result_file_whose_name_is_not_utf8_does_not_stop_its_job_ending(
     assert "result 'caf\\udce9.txt' left out: its name is not UTF-8" in lines
     # Logged as Python holds it: the bytes that are not UTF-8 are replaced.
     assert any(line.startswith("wrote caf\ufffd") for line in lines)
+    assert finished(engine, submit(engine, "count"), timeout=10).phase == "COMPLETED"
+
+
+def test_a_result_whose_path_is_too_long_does_not_stop_its_job_ending(
+    engine: Engine, dispatcher: Dispatcher
+) -> None:
+    # PostgreSQL refused it: every write of the task's end failed, as with a name that is
+    # not UTF-8. (SQLite kept it.)
+    job = finished(engine, submit(engine, "deep_result"), timeout=10)
+    assert job.phase == "COMPLETED"
+    assert [result.id for result in job.results] == ["plain.txt"]
+    lines = [line.message for line in engine.logs(ALICE, job.id).logs]
+    assert [line for line in lines if "left out" in line] == [
+        f"result {'d' * 60}... left out: its path is longer than 512 characters"
+    ]
     assert finished(engine, submit(engine, "count"), timeout=10).phase == "COMPLETED"
 
 

@@ -30,6 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from jobdeck.domain.errors import ERROR_CODE_MAX_LENGTH
+from jobdeck.domain.ids import RESULT_ID_MAX_LENGTH
 from jobdeck.domain.records import format_utc
 
 
@@ -197,7 +199,7 @@ job_notes = Table(
     Column("source", String(160), nullable=False),
     Column("level", String(16), nullable=False),
     Column("message", Text, nullable=False),
-    Column("error_code", String(64)),
+    Column("error_code", String(ERROR_CODE_MAX_LENGTH)),
     Column("error_type", String(16)),
     Column("detail", Text),
     Column("timestamp", UtcDateTime, nullable=False),
@@ -209,7 +211,7 @@ job_results = Table(
     metadata,
     Column("seq", Key, primary_key=True, autoincrement=True),
     Column("job_seq", Key, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
-    Column("result_id", String(512), nullable=False),
+    Column("result_id", String(RESULT_ID_MAX_LENGTH), nullable=False),
     Column("url", Text),
     Column("path", Text),
     Column("size", BigInteger),

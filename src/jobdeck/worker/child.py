@@ -38,7 +38,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from jobdeck.domain.errors import ValidationFailed
+from jobdeck.domain.errors import ERROR_CODE_MAX_LENGTH, ValidationFailed
+from jobdeck.domain.ids import RESULT_ID_MAX_LENGTH
 from jobdeck.domain.jobtypes import JobType
 from jobdeck.domain.parameters import substitute
 from jobdeck.worker.builtins import BUILTINS, WRITES_NOTHING, TaskFunction
@@ -283,10 +284,11 @@ class TaskLogHandler(logging.Handler):
 
 def scan_results(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every regular file under ``root`` as a result, sorted by path (symlinks are left out);
-    and the paths left out because they are not UTF-8: the service keeps a result's path as
-    text, which such a name cannot be (it failed every write that held it)."""
+    and why each one left out was: a result's id is its path, which a store keeps as text
+    of :data:`RESULT_ID_MAX_LENGTH` characters at most (one that could not be kept failed
+    every write of the task's end)."""
     results: list[dict[str, Any]] = []
-    not_utf8: list[str] = []
+    left_out: list[str] = []
     folders = [""]
     while folders:
         folder = folders.pop()
@@ -298,9 +300,14 @@ def scan_results(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
             for entry in entries:
                 path = f"{folder}/{entry.name}" if folder else entry.name
                 if not _utf8(entry.name):
-                    not_utf8.append(path)
+                    left_out.append(f"result {path!a} left out: its name is not UTF-8")
                 elif entry.is_dir(follow_symlinks=False):
                     folders.append(path)
+                elif len(path) > RESULT_ID_MAX_LENGTH:
+                    left_out.append(
+                        f"result {path[:60]}... left out: its path is longer than "
+                        f"{RESULT_ID_MAX_LENGTH} characters"
+                    )
                 elif entry.is_file(follow_symlinks=False):
                     mime_type, _ = mimetypes.guess_type(entry.name)
                     results.append(
@@ -311,7 +318,7 @@ def scan_results(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
                         }
                     )
     results.sort(key=lambda result: str(result["path"]))
-    return results, sorted(not_utf8)
+    return results, sorted(left_out)
 
 
 def _utf8(name: str) -> bool:
@@ -328,9 +335,9 @@ def _exception_error(exc: BaseException) -> dict[str, Any]:
     detail = "".join(traceback.format_exception(exc))
     if isinstance(exc, TaskError):
         # As text whatever a task gave (an HTTP status as its code, say): the report must
-        # pickle, and the service keeps text.
+        # pickle, and the service keeps text, a code of a bounded length.
         return task_error(
-            str(exc.error_code),
+            str(exc.error_code)[:ERROR_CODE_MAX_LENGTH],
             str(exc.message),
             type="transient" if exc.transient else "fatal",
             detail=str(exc.detail) if exc.detail is not None else detail,
@@ -476,9 +483,9 @@ class Runner:
     def _results(self, results_dir: Path) -> list[dict[str, Any]]:
         """The task's results (:func:`scan_results`); each file left out is a warning in
         its log."""
-        results, not_utf8 = scan_results(results_dir)
-        for path in not_utf8:
-            self.task_logger.warning("result %s left out: its name is not UTF-8", ascii(path))
+        results, left_out = scan_results(results_dir)
+        for why in left_out:
+            self.task_logger.warning(why)
         return results
 
     def _stream(

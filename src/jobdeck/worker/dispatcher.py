@@ -58,8 +58,9 @@ def _storable(text: str) -> str:
 
 
 def default_worker_id() -> str:
-    """``host-pid``: unique among live workers, readable in a timeline."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """``host-pid``: unique among live workers, readable in a timeline. (A host's name is
+    cut to 100 characters: a store keeps a worker's id of 128 at most.)"""
+    return f"{socket.gethostname()[:100]}-{os.getpid()}"
 
 
 class Dispatcher:
