@@ -1,5 +1,6 @@
 """Python job functions the dispatch tests run inside real worker processes."""
 
+import mimetypes
 import os
 import threading
 from typing import Any
@@ -49,3 +50,10 @@ def deep_result(params: dict[str, Any], ctx: Any) -> None:
     folder.mkdir(parents=True)
     (folder / "deep.txt").write_text("deep\n")
     (ctx.results_dir / "plain.txt").write_text("plain\n")
+
+
+def long_mime_type(params: dict[str, Any], ctx: Any) -> None:
+    """Leave a result whose MIME type (a name this process was taught) is longer than a
+    store keeps."""
+    mimetypes.add_type("application/" + "x" * 200, ".weird")
+    (ctx.results_dir / "a.weird").write_text("weird\n")

@@ -72,6 +72,9 @@ TEST_TYPES = {
         name="odd_file_name", kind="python", target="dispatch_jobs:odd_file_name"
     ),
     "deep_result": JobType(name="deep_result", kind="python", target="dispatch_jobs:deep_result"),
+    "long_mime_type": JobType(
+        name="long_mime_type", kind="python", target="dispatch_jobs:long_mime_type"
+    ),
     "lock_error": JobType(name="lock_error", kind="python", target="dispatch_jobs:lock_error"),
     "long_code_error": JobType(
         name="long_code_error", kind="python", target="dispatch_jobs:long_code_error"
@@ -444,6 +447,33 @@ def test_a_result_whose_path_is_too_long_does_not_stop_its_job_ending(
         f"result {'d' * 60}... left out: its path is longer than 512 characters"
     ]
     assert finished(engine, submit(engine, "count"), timeout=10).phase == "COMPLETED"
+
+
+def test_a_task_end_a_store_refuses_fails_its_job_alone(
+    engine: Engine, dispatcher: Dispatcher, db_url: str
+) -> None:
+    # A stand-in for any value a store refuses in a task's end (PostgreSQL keeps a MIME type
+    # of 128 characters at most; SQLite keeps it). Such a write failed again and again, with
+    # every other task end it held, then its task was rescued, to fail so again: its job
+    # never ended. Now the ends of that write are written apart, and the one that fails
+    # alone is written as its task's failure.
+    odd = submit(engine, "long_mime_type")
+    others = [submit(engine, "noop") for _ in range(20)]
+    job = finished(engine, odd, timeout=10)
+    if db_url.startswith("sqlite"):
+        assert job.phase == "COMPLETED"
+        assert [result.id for result in job.results] == ["a.weird"]
+    else:
+        assert (job.phase, job.errors[0].error_code) == ("ERROR", "unrecordable")
+        assert job.errors[0].message.startswith("the task's end could not be recorded: ")
+        assert "too long" in job.errors[0].message
+        assert job.results == []
+    for job_id in others:
+        assert finished(engine, job_id, timeout=10).phase == "COMPLETED"
+    attempts = engine.writer.run(
+        lambda tx: tx.conn.execute(select(tasks.c.attempts)).scalars().all()
+    )
+    assert set(attempts) == {1}  # none ran twice
 
 
 def test_results_download_and_traversal(

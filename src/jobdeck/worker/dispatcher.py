@@ -15,7 +15,10 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import UTC, datetime
+
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobdeck.domain.errors import Conflict
 from jobdeck.domain.records import JobError
@@ -55,6 +58,14 @@ def _storable(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode(errors="surrogatepass").decode(errors="replace")
     return text
+
+
+def _passing(error: BaseException) -> bool:
+    """Whether a write that failed with ``error`` may succeed as it was, written again: the
+    database was away or busy."""
+    return isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
 
 
 def default_worker_id() -> str:
@@ -201,8 +212,8 @@ class Dispatcher:
         started, finished, lines = self._flush()
         try:
             self._claim_and_record(started, finished)
-        except Exception:
-            self._keep(started, finished, None)
+        except Exception as error:
+            self._keep(started, finished, error)
             raise
         finally:
             # Handed to the writer after the starts they follow (it writes in order): a
@@ -252,23 +263,34 @@ class Dispatcher:
                 self._wake.set()
         elif finished or started:
             recorded = self.engine.finish_tasks(finished, started=started, worker_id=self.worker_id)
-            recorded.add_done_callback(functools.partial(self._keep, started, finished))
+            recorded.add_done_callback(functools.partial(self._on_recorded, started, finished))
+
+    def _on_recorded(
+        self, started: dict[int, datetime], finished: list[TaskOutcome], recorded: "Future[None]"
+    ) -> None:
+        """What to do once a write of task starts and ends is done (see :meth:`_keep`)."""
+        error = recorded.exception()
+        if error is not None:
+            log.error("recording tasks failed", exc_info=error)
+            self._keep(started, finished, error)
 
     def _keep(
-        self,
-        started: dict[int, datetime],
-        finished: list[TaskOutcome],
-        recorded: "Future[None] | None",
+        self, started: dict[int, datetime], finished: list[TaskOutcome], error: BaseException
     ) -> None:
-        """Keep what a write that failed (``recorded`` failed, or None: the round did) was to
-        record, for the next round's to: a database that went away for a moment loses no
-        task's end (its task would have run again after its lease). Writing it again is
-        safe: a finish or start already recorded matches no running task or queued job."""
-        if recorded is not None and recorded.exception() is None:
-            return
-        if recorded is not None:
-            log.error("recording tasks failed; trying again", exc_info=recorded.exception())
+        """Keep what a write that failed with ``error`` was to record, for the next round's
+        to: a database that went away for a moment loses no task's end (its task would have
+        run again after its lease). Writing it again is safe: a finish or start already
+        recorded matches no running task or queued job.
+
+        A write that failed otherwise (a value a store refuses) would fail so again, and
+        hold up every task end written with it: each is written apart instead."""
         if not started and not finished:
+            return
+        if not _passing(error):
+            for job_seq, at in started.items():
+                self._write_apart([], {job_seq: at})
+            for outcome in finished:
+                self._write_apart([outcome], {})
             return
         with self._lock:
             if not self._unrecorded and not self._unrecorded_started:
@@ -276,6 +298,45 @@ class Dispatcher:
             _add_starts(self._unrecorded_started, started.items())
             self._unrecorded.extend(finished)
         self._wake.set()
+
+    def _write_apart(
+        self, outcomes: list[TaskOutcome], started: dict[int, datetime], *, last: bool = False
+    ) -> None:
+        """Write one task's end (or one job's start) on its own: the writer gives it a
+        savepoint of its own in a batch. A task's end that fails so for good is written once
+        more as the task's failure, without its results (``last``): its job ends, and the
+        reason is in its errors."""
+        try:
+            recorded = self.engine.finish_tasks(outcomes, started=started, worker_id=self.worker_id)
+        except RuntimeError:  # the writer has stopped: its leases will run out
+            log.error("the writer has stopped; task ends not recorded: %s", outcomes)
+            return
+        recorded.add_done_callback(functools.partial(self._written_apart, outcomes, started, last))
+
+    def _written_apart(
+        self,
+        outcomes: list[TaskOutcome],
+        started: dict[int, datetime],
+        last: bool,
+        recorded: "Future[None]",
+    ) -> None:
+        error = recorded.exception()
+        if error is None:
+            return
+        if _passing(error):
+            self._keep(started, outcomes, error)
+        elif outcomes and not last:
+            log.error("recording a task's end failed; recording its failure", exc_info=error)
+            ended = outcomes[0]
+            reason = (str(error).splitlines() or [type(error).__name__])[0][:300]
+            failure = JobError(
+                source=f"worker:{self.worker_id}",
+                message=_storable(f"the task's end could not be recorded: {reason}"),
+                error_code="unrecordable",
+            )
+            self._write_apart([replace(ended, ok=False, error=failure, results=[])], {}, last=True)
+        else:
+            log.error("not recorded, for good: %s %s", outcomes, started, exc_info=error)
 
     def _lend_room(self) -> None:
         """Let submissions claim for this worker a task for each idle process, while it
