@@ -467,6 +467,33 @@ def test_a_value_the_database_refuses_is_invalid_input(alice: httpx.Client, db_u
     assert alice.get(f"/jobs/{kept['id']}").json()["json_parameters"] == {"k": "\x00"}
 
 
+def test_numbers_and_times_beyond_what_a_store_keeps_are_invalid_input(
+    alice: httpx.Client,
+) -> None:
+    # Each was a 500 on SQLite (its driver cannot convert them), and the connection closed
+    # under the next request; some were on PostgreSQL too.
+    job = create(alice)
+    refused = [
+        alice.post("/jobs", json={"execution_duration": 10**30}),
+        alice.post("/jobs", json={"execution_duration": 2**31}),
+        alice.post("/jobs", json={"max_failed_tasks": 10**30}),
+        alice.post("/jobs/batch", json={"jobs": [{"max_failed_tasks": 2**40}]}),
+        alice.patch(f"/jobs/{job['id']}", json={"execution_duration": 10**30}),
+        alice.get("/jobs", params={"cursor": str(10**26)}),
+        alice.get("/jobs", params={"cursor": "-1"}),
+        alice.get("/jobs", params={"cursor": "\u00b2"}),
+        alice.get("/jobs", params={"after": "0001-01-01T00:00:00+14:00"}),
+        alice.get("/jobs", params={"before": "0001-01-01T01:00:00+05:00"}),
+        alice.get(f"/jobs/{job['id']}/logs", params={"offset": 10**30}),
+    ]
+    for response in refused:
+        assert response.status_code == 422, (response.request.url, response.text)
+        assert response.json()["code"] == "validation_failed"
+    assert create(alice, execution_duration=2**31 - 1, max_failed_tasks=2**31 - 1)
+    listed = alice.get("/jobs", params={"cursor": str(2**63 - 1), "after": "0001-01-02T00:00Z"})
+    assert len(listed.json()["jobs"]) == 2
+
+
 def test_a_lone_surrogate_in_a_document_is_invalid_input(alice: httpx.Client) -> None:
     # JSON's escapes can spell one; no UTF-8 text holds it. It was stored, and every answer
     # holding its job failed, the creation's first.

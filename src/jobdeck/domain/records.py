@@ -32,6 +32,11 @@ def format_utc(value: datetime) -> str:
 
 
 UtcDateTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str)]
+INT32_MAX = 2**31 - 1
+"""The largest count or duration a job keeps (an integer column): a larger one was a 500 on
+SQLite (its driver cannot convert it), invalid input on PostgreSQL."""
+INT64_MAX = 2**63 - 1
+"""The largest key (a job's or a log line's seq)."""
 StrictScalar = StrictInt | StrictFloat | StrictStr
 """A JSON number or string; ``true`` is not silently taken for 1."""
 
@@ -294,13 +299,15 @@ class JobCreate(BaseModel):
     priority: Annotated[int, Field(title="Priority", ge=0, le=100)] = 50
     execution_duration: Annotated[
         int | None,
-        Field(title="Execution duration", description="Seconds; 0 = unlimited.", ge=0),
+        Field(
+            title="Execution duration", description="Seconds; 0 = unlimited.", ge=0, le=INT32_MAX
+        ),
     ] = None
     destruction_time: Annotated[
         datetime | None, Field(title="Destruction time", description="Clamped to the maximum.")
     ] = None
     max_retries_per_task: Annotated[int, Field(title="Retries per task", ge=0, le=100)] = 0
-    max_failed_tasks: Annotated[int, Field(title="Failure budget", ge=0)] = 0
+    max_failed_tasks: Annotated[int, Field(title="Failure budget", ge=0, le=INT32_MAX)] = 0
     start: Annotated[
         bool, Field(title="Start", description="Queue it at once (PENDING → QUEUED).")
     ] = False
@@ -342,7 +349,7 @@ class JobUpdate(BaseModel):
     parameters: Annotated[dict[str, ParameterInput] | None, Field(max_length=1000)] = None
     json_parameters: Any = None
     run_id: Annotated[str | None, Field(max_length=256)] = None
-    execution_duration: Annotated[int | None, Field(ge=0)] = None
+    execution_duration: Annotated[int | None, Field(ge=0, le=INT32_MAX)] = None
     destruction_time: datetime | None = None
 
     _utc_destruction = field_validator("destruction_time")(_utc)

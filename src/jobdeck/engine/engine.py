@@ -61,6 +61,7 @@ from jobdeck.domain.phases import (
     status_of,
 )
 from jobdeck.domain.records import (
+    INT64_MAX,
     CompleteRequest,
     Execution,
     FailRequest,
@@ -1908,14 +1909,14 @@ class Engine:
         if filters.run_id is not None:
             query = query.where(jobs.c.run_id == filters.run_id)
         if filters.after is not None:
-            query = query.where(jobs.c.creation_time > filters.after)
+            query = query.where(jobs.c.creation_time > _utc_bound(filters.after, "after"))
         if filters.before is not None:
-            query = query.where(jobs.c.creation_time < filters.before)
+            query = query.where(jobs.c.creation_time < _utc_bound(filters.before, "before"))
         if cursor is not None:
-            try:
-                query = query.where(jobs.c.seq < int(cursor))
-            except ValueError:
-                raise ValidationFailed(f"not a cursor: {cursor!r}", field="cursor") from None
+            seq = int(cursor) if cursor.isascii() and cursor.isdigit() else -1
+            if not 0 <= seq <= INT64_MAX:
+                raise ValidationFailed(f"not a cursor: {cursor!r}", field="cursor")
+            query = query.where(jobs.c.seq < seq)
         query = query.order_by(jobs.c.seq.desc()).limit(limit + 1)
         rows = self._reading(lambda conn: conn.execute(query).all())
         page = rows[:limit]
@@ -2110,6 +2111,17 @@ class Engine:
         if record is None:
             record = await self.read(self.get_job, principal, job_id)
         return record
+
+
+def _utc_bound(moment: datetime, field: str) -> datetime:
+    """``moment`` in UTC (naive: taken as UTC), as the stores compare times; one that has
+    none (the first hours of year 1 east of Greenwich) is invalid input."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailed(f"{field}: out of range in UTC", field=field) from None
 
 
 def _latest(starts: Sequence[datetime | None], now: datetime) -> datetime:

@@ -28,6 +28,7 @@ from jobdeck import __version__
 from jobdeck.domain.errors import Forbidden, JobdeckError, NotFound, Unauthorized
 from jobdeck.domain.phases import Phase, Status
 from jobdeck.domain.records import (
+    INT64_MAX,
     CompleteRequest,
     ErrorBody,
     FailRequest,
@@ -381,7 +382,7 @@ async def get_logs(
     job_id: str,
     engine: EngineDep,
     principal: PrincipalDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     level: str = "debug",
 ) -> LogPage:
