@@ -494,6 +494,26 @@ def test_numbers_and_times_beyond_what_a_store_keeps_are_invalid_input(
     assert len(listed.json()["jobs"]) == 2
 
 
+def test_an_internal_error_is_a_500_that_leaves_the_connection_open(
+    alice: httpx.Client, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server.engine, "stats", broken)
+    for _ in range(3):
+        failed = alice.get("/stats")
+        assert failed.status_code == 500
+        assert failed.json() == {
+            "code": "internal",
+            "message": "internal error; the server log has the details",
+            "detail": None,
+        }
+        # Uvicorn closed the connection after such an answer: this request, sent on it at
+        # once, met a reset.
+        assert alice.get("/health").status_code == 200
+
+
 def test_a_lone_surrogate_in_a_document_is_invalid_input(alice: httpx.Client) -> None:
     # JSON's escapes can spell one; no UTF-8 text holds it. It was stored, and every answer
     # holding its job failed, the creation's first.

@@ -122,6 +122,35 @@ class _TooLarge(Exception):
     pass
 
 
+class AnsweredErrors:
+    """End here an exception the app has answered already: the catch-all handler's 500,
+    which Starlette raises again after the answer (the handler logged it). Raised on to
+    uvicorn, it closed the connection, under the client's next request on it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        answered = False
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal answered
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered = True
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            if not answered:
+                raise
+
+
 async def get_engine(request: Request) -> Engine:
     """The engine this app serves."""
     engine: Engine = request.app.state.engine
@@ -525,7 +554,7 @@ def create_app(
         return error_response(error.status_code, code, str(error.detail))
 
     # A handler of its own (not the catch-all's): Starlette answers an Exception's handler
-    # and then raises it again, and uvicorn closes the connection, under the answer.
+    # and then raises it again (see AnsweredErrors).
     @app.exception_handler(DBAPIError)
     async def _database(_request: Request, error: DBAPIError) -> JSONResponse:
         if not _database_unreachable(error):
@@ -558,5 +587,5 @@ def _database_unreachable(error: DBAPIError) -> bool:
 
 
 def create_asgi(engine: Engine, *, dispatcher: "Dispatcher | None" = None) -> Any:
-    """The app wrapped in the body limit, as uvicorn runs it."""
-    return BodyLimit(create_app(engine, dispatcher=dispatcher), MAX_BODY_BYTES)
+    """The app wrapped in the body limit, its answered errors ended, as uvicorn runs it."""
+    return AnsweredErrors(BodyLimit(create_app(engine, dispatcher=dispatcher), MAX_BODY_BYTES))
