@@ -1,5 +1,6 @@
 """Python job functions the pool tests run inside real worker processes."""
 
+import io
 import json
 import logging
 import os
@@ -86,3 +87,35 @@ def nap(params: dict[str, Any], ctx: TaskContext) -> None:
     """Say so, then sleep a minute without ever looking at ``ctx.cancelled``."""
     print(f"napping in {os.getpid()}")
     time.sleep(60)
+
+
+def interrupt(params: dict[str, Any], ctx: TaskContext) -> None:
+    """Raise what is not an Exception."""
+    raise KeyboardInterrupt
+
+
+class Broken(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+def broken_str(params: dict[str, Any], ctx: TaskContext) -> None:
+    """Raise an exception that cannot say what it is."""
+    raise Broken
+
+
+def spoil_output(params: dict[str, Any], ctx: TaskContext) -> str:
+    """Close the process's standard output and error, and the streams over them."""
+    sys.stdout.close()
+    sys.stderr = io.StringIO()
+    os.close(1)
+    os.close(2)
+    return "spoiled"
+
+
+def speak(params: dict[str, Any], ctx: TaskContext) -> str:
+    """Write to standard output and error, through Python and straight to the descriptors."""
+    print("to stdout")
+    print("to stderr", file=sys.stderr)
+    os.write(1, b"raw\n")
+    return "spoke"

@@ -43,6 +43,12 @@ TEST_TYPES: dict[str, JobType] = {
         name="unserialisable", kind="python", target="jobs_for_tests:unserialisable"
     ),
     "nomodule": JobType(name="nomodule", kind="python", target="no_such_module:run"),
+    "interrupt": JobType(name="interrupt", kind="python", target="jobs_for_tests:interrupt"),
+    "broken_str": JobType(name="broken_str", kind="python", target="jobs_for_tests:broken_str"),
+    "spoil_output": JobType(
+        name="spoil_output", kind="python", target="jobs_for_tests:spoil_output"
+    ),
+    "speak": JobType(name="speak", kind="python", target="jobs_for_tests:speak"),
     "nap": JobType(name="nap", kind="python", target="jobs_for_tests:nap"),
     "watch_cancel": JobType(
         name="watch_cancel", kind="python", target="jobs_for_tests:watch_cancel"
@@ -353,6 +359,38 @@ def test_python_task_errors(make_pool: MakePool, tmp_path: Path) -> None:
     error = events.wait_one(unknown.task_id).error
     assert error is not None and error["error_code"] == "unknown_job_type"
     assert done[after.task_id].ok  # one failure does not spoil the process
+
+
+def test_a_task_that_misbehaves_spoils_neither_its_process_nor_the_next_task(
+    make_pool: MakePool, tmp_path: Path
+) -> None:
+    # Each once took its worker process down (a KeyboardInterrupt; an exception whose text
+    # could not be made), the job ending worker_lost after three retries, or left it unable
+    # to run any later task that printed (standard output closed).
+    pool, events = make_pool(1)
+    first = task("pid", tmp_path / "a")
+    interrupt = task("interrupt", tmp_path / "b")
+    broken = task("broken_str", tmp_path / "c")
+    spoil = task("spoil_output", tmp_path / "d")
+    speak = task("speak", tmp_path / "e")
+    last = task("pid", tmp_path / "f")
+    tasks = [first, interrupt, broken, spoil, speak, last]
+    pool.submit(tasks)
+    done = events.wait_finished([t.task_id for t in tasks])
+
+    error = done[interrupt.task_id].error
+    assert error is not None and error["error_code"] == "exception"
+    assert error["message"] == "KeyboardInterrupt: "
+    error = done[broken.task_id].error
+    assert error is not None and error["message"] == "Broken: <Broken: str() failed>"
+    assert done[spoil.task_id].ok and done[speak.task_id].ok
+    assert sorted(events.logs(speak.task_id)) == [
+        ("info", "raw"),
+        ("info", "to stdout"),
+        ("warning", "to stderr"),
+    ]
+    pids = [json.loads((tmp_path / d / "result.json").read_text()) for d in ("a", "f")]
+    assert pids[0] == pids[1]  # the same process ran them all
 
 
 def test_builtins(make_pool: MakePool, tmp_path: Path) -> None:

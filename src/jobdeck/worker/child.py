@@ -191,13 +191,38 @@ class OutputCapture:
         self._busy = False
         self._partial: dict[int, bytearray] = {}
         self._levels: dict[int, str] = {}
+        # Each pipe's write end is kept, with the pipe's identity, to put it back (restore).
+        self._kept: dict[int, tuple[int, tuple[int, int]]] = {}
         for target, level in ((1, "info"), (2, "warning")):
             read_end, write_end = os.pipe()
             os.dup2(write_end, target)
-            os.close(write_end)
+            pipe = os.fstat(write_end)
+            self._kept[target] = (write_end, (pipe.st_dev, pipe.st_ino))
             self._partial[read_end] = bytearray()
             self._levels[read_end] = level
+        self._streams = {"stdout": sys.stdout, "stderr": sys.stderr}
         threading.Thread(target=self._read, name="output-capture", daemon=True).start()
+
+    def restore(self) -> None:
+        """Put back what a task may have taken away: file descriptors 1 and 2 writing to
+        their pipes, and ``sys.stdout`` and ``sys.stderr`` writing to them. A task that
+        closed them (or left them redirected) made every later task in this process fail
+        at its first print, or lose its output."""
+        for target, (kept, identity) in self._kept.items():
+            try:
+                now = os.fstat(target)
+                if (now.st_dev, now.st_ino) == identity:
+                    continue
+            except OSError:
+                pass
+            os.dup2(kept, target)
+        for name, stream in self._streams.items():
+            if getattr(sys, name) is not stream or stream.closed:
+                if stream.closed:
+                    fd = 1 if name == "stdout" else 2
+                    stream = open(fd, "w", buffering=1, closefd=False)  # noqa: SIM115
+                    self._streams[name] = stream
+                setattr(sys, name, stream)
 
     def _read(self) -> None:
         selector = selectors.DefaultSelector()
@@ -337,12 +362,21 @@ def _exception_error(exc: BaseException) -> dict[str, Any]:
         # As text whatever a task gave (an HTTP status as its code, say): the report must
         # pickle, and the service keeps text, a code of a bounded length.
         return task_error(
-            str(exc.error_code)[:ERROR_CODE_MAX_LENGTH],
-            str(exc.message),
+            _text(exc.error_code)[:ERROR_CODE_MAX_LENGTH],
+            _text(exc.message),
             type="transient" if exc.transient else "fatal",
-            detail=str(exc.detail) if exc.detail is not None else detail,
+            detail=_text(exc.detail) if exc.detail is not None else detail,
         )
-    return task_error("exception", f"{type(exc).__name__}: {exc}", detail=detail)
+    return task_error("exception", f"{type(exc).__name__}: {_text(exc)}", detail=detail)
+
+
+def _text(value: object) -> str:
+    """``str(value)``, or a placeholder where that fails (an exception's own ``__str__`` that
+    raised once took its worker process down)."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}: str() failed>"
 
 
 class Runner:
@@ -432,10 +466,11 @@ class Runner:
             if value is not None:
                 text = json.dumps(value, indent=2)
                 (results_dir / "result.json").write_text(text + "\n", encoding="utf-8")
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:  # whatever the task raised is its failure
             error = _exception_error(exc)
         if job_type.kind != "builtin":
             self._capture.sync()
+            self._capture.restore()
         return error, [] if quiet else self._results(results_dir)
 
     def _run_command(

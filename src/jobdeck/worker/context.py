@@ -93,4 +93,4 @@ class TaskContext:
 
         Cheap to call often: updates not yet sent are replaced by the newest.
         """
-        self._report_progress(label, int(value), int(max_value))
+        self._report_progress(str(label), int(value), int(max_value))
