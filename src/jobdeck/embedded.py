@@ -29,6 +29,7 @@ that is not there raise :class:`~jobdeck.domain.errors.NotFound`.
 """
 
 import atexit
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -113,6 +114,8 @@ class JobStore:
         ``request`` becomes the job's JSON parameters; a ``result`` that is not None is stored
         as its JSON result document.
         """
+        if result is not None:
+            json.dumps(result)  # one JSON cannot hold is refused before the job is made
         created = self.engine.create_jobs(
             Principal(user), [JobCreate(name=name, json_parameters=request)]
         )

@@ -131,6 +131,15 @@ def test_jobs_with_a_type_are_moved_by_workers(store: JobStore) -> None:
         store.set_job_running(typed.id)
 
 
+def test_a_result_json_cannot_hold_is_refused_before_the_job_is_made(store: JobStore) -> None:
+    # The job was made, and then the TypeError raised: the caller saw a failure and had a job.
+    with pytest.raises(TypeError):
+        store.create_job("report", "alice", request={"a": 1}, result={"when": object()})
+    with pytest.raises(TypeError):
+        store.create_job("report", "alice", request={"when": object()})
+    assert store.get_jobs() == []
+
+
 def test_job_schema() -> None:
     schema = embedded.get_job_schema()
     assert schema["title"] == "JobRecord"
