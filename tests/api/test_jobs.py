@@ -514,6 +514,36 @@ def test_an_internal_error_is_a_500_that_leaves_the_connection_open(
         assert alice.get("/health").status_code == 200
 
 
+def test_what_one_store_refused_and_the_other_kept_is_invalid_input_on_both(
+    alice: httpx.Client,
+) -> None:
+    # NaN and Infinity (Python's JSON reads them; they are no JSON numbers), texts longer
+    # than PostgreSQL's columns: PostgreSQL refused them (a 422 from the database), SQLite
+    # kept them.
+    headers = {"Content-Type": "application/json"}
+    for body in (
+        '{"json_parameters": {"x": NaN}}',
+        '{"json_parameters": [Infinity]}',
+        '{"parameters": {"x": -Infinity}}',
+    ):
+        created = alice.post("/jobs", content=body, headers=headers)
+        assert created.status_code == 422, created.text
+        assert "must be valid JSON" in created.json()["message"]
+    job = create(alice)
+    alice.post(f"/jobs/{job['id']}/queue", json={})
+    alice.post(f"/jobs/{job['id']}/start", json={})
+    for results in ([{"id": "r" * 513}], [{"id": "r", "mime_type": "m" * 129}]):
+        completed = alice.post(f"/jobs/{job['id']}/complete", json={"results": results})
+        assert completed.status_code == 422, completed.text
+    for error in ({"message": "m", "error_code": "c" * 65}, {"message": "m", "source": "s" * 161}):
+        failed = alice.post(f"/jobs/{job['id']}/fail", json={"errors": [error]})
+        assert failed.status_code == 422, failed.text
+    assert alice.get(f"/jobs/{job['id']}").json()["phase"] == "EXECUTING"
+    fits = [{"id": "r" * 512, "mime_type": "m" * 128}]
+    completed = alice.post(f"/jobs/{job['id']}/complete", json={"results": fits})
+    assert completed.status_code == 200, completed.text
+
+
 def test_a_lone_surrogate_in_a_document_is_invalid_input(alice: httpx.Client) -> None:
     # JSON's escapes can spell one; no UTF-8 text holds it. It was stored, and every answer
     # holding its job failed, the creation's first.

@@ -20,6 +20,8 @@ from pydantic import (
     field_validator,
 )
 
+from jobdeck.domain.errors import ERROR_CODE_MAX_LENGTH
+from jobdeck.domain.ids import RESULT_ID_MAX_LENGTH
 from jobdeck.domain.parameters import ParamType
 from jobdeck.domain.phases import Phase, Status
 
@@ -37,6 +39,10 @@ INT32_MAX = 2**31 - 1
 SQLite (its driver cannot convert it), invalid input on PostgreSQL."""
 INT64_MAX = 2**63 - 1
 """The largest key (a job's or a log line's seq)."""
+MIME_TYPE_MAX_LENGTH = 128
+SOURCE_MAX_LENGTH = 160
+"""The most characters of a result's MIME type, and of who caused a change: a store keeps no
+longer ones."""
 StrictScalar = StrictInt | StrictFloat | StrictStr
 """A JSON number or string; ``true`` is not silently taken for 1."""
 
@@ -256,15 +262,19 @@ def _plain_text(value: str | None) -> str | None:
     return value
 
 
-def _unicode_documents(value: Any) -> Any:
+def _json_documents(value: Any) -> Any:
     # JSON's escapes can spell a lone surrogate ("\udce9"), which no UTF-8 text can hold:
     # pydantic refuses one in a text field, but in a JSON document or a parameter's name it
     # was stored, and every answer holding the job failed (a 500, its creation's first).
+    # NaN and Infinity, which Python's JSON reads, are no JSON numbers: PostgreSQL refused
+    # them, SQLite kept them.
     if value:
         try:
-            json.dumps(value, ensure_ascii=False, default=repr).encode()
+            json.dumps(value, ensure_ascii=False, allow_nan=False, default=repr).encode()
         except UnicodeEncodeError:
             raise ValueError("must be valid Unicode: it holds a lone surrogate") from None
+        except ValueError as error:  # NaN, Infinity; a document holding itself
+            raise ValueError(f"must be valid JSON: {error}") from None
     return value
 
 
@@ -314,7 +324,7 @@ class JobCreate(BaseModel):
 
     _utc_destruction = field_validator("destruction_time")(_utc)
     _plain_texts = field_validator("name", "description", "run_id")(_plain_text)
-    _unicode = field_validator("parameters", "json_parameters", mode="before")(_unicode_documents)
+    _json = field_validator("parameters", "json_parameters", mode="before")(_json_documents)
 
 
 class JobBatchCreate(BaseModel):
@@ -354,7 +364,7 @@ class JobUpdate(BaseModel):
 
     _utc_destruction = field_validator("destruction_time")(_utc)
     _plain_texts = field_validator("name", "description", "run_id")(_plain_text)
-    _unicode = field_validator("parameters", "json_parameters", mode="before")(_unicode_documents)
+    _json = field_validator("parameters", "json_parameters", mode="before")(_json_documents)
 
 
 class QueueRequest(BaseModel):
@@ -373,11 +383,25 @@ class StartRequest(BaseModel):
     _utc_start = field_validator("start_time")(_utc)
 
 
+def _fit(what: str, value: str | None, most: int) -> None:
+    """Refuse a text longer than a store keeps (PostgreSQL refused it, SQLite kept it)."""
+    if value is not None and len(value) > most:
+        raise ValueError(f"{what} has at most {most} characters")
+
+
 class CompleteRequest(BaseModel):
     """Complete an externally driven job with its results."""
 
     model_config = ConfigDict(extra="forbid")
     results: Annotated[list[ResultRef], Field(max_length=10_000)] = Field(default_factory=list)
+
+    @field_validator("results")
+    @classmethod
+    def _stored_whole(cls, results: list[ResultRef]) -> list[ResultRef]:
+        for result in results:
+            _fit("a result's id", result.id, RESULT_ID_MAX_LENGTH)
+            _fit("a MIME type", result.mime_type, MIME_TYPE_MAX_LENGTH)
+        return results
 
 
 class FailRequest(BaseModel):
@@ -385,6 +409,14 @@ class FailRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     errors: Annotated[list[JobError], Field(min_length=1, max_length=1000)]
+
+    @field_validator("errors")
+    @classmethod
+    def _stored_whole(cls, errors: list[JobError]) -> list[JobError]:
+        for error in errors:
+            _fit("an error's code", error.error_code, ERROR_CODE_MAX_LENGTH)
+            _fit("an error's source", error.source, SOURCE_MAX_LENGTH)
+        return errors
 
 
 class MessageCreate(BaseModel):

@@ -32,7 +32,7 @@ from sqlalchemy.types import TypeDecorator
 
 from jobdeck.domain.errors import ERROR_CODE_MAX_LENGTH
 from jobdeck.domain.ids import RESULT_ID_MAX_LENGTH
-from jobdeck.domain.records import format_utc
+from jobdeck.domain.records import MIME_TYPE_MAX_LENGTH, SOURCE_MAX_LENGTH, format_utc
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -196,7 +196,7 @@ job_notes = Table(
     Column("seq", Key, primary_key=True, autoincrement=True),
     Column("job_seq", Key, ForeignKey("jobs.seq", ondelete="CASCADE"), nullable=False),
     Column("kind", String(8), nullable=False),  # message | error
-    Column("source", String(160), nullable=False),
+    Column("source", String(SOURCE_MAX_LENGTH), nullable=False),
     Column("level", String(16), nullable=False),
     Column("message", Text, nullable=False),
     Column("error_code", String(ERROR_CODE_MAX_LENGTH)),
@@ -215,7 +215,7 @@ job_results = Table(
     Column("url", Text),
     Column("path", Text),
     Column("size", BigInteger),
-    Column("mime_type", String(128)),
+    Column("mime_type", String(MIME_TYPE_MAX_LENGTH)),
     Index("ix_job_results_job", "job_seq", "result_id", unique=True),
 )
 
