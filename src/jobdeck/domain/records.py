@@ -383,10 +383,24 @@ class StartRequest(BaseModel):
     _utc_start = field_validator("start_time")(_utc)
 
 
-def _fit(what: str, value: str | None, most: int) -> None:
-    """Refuse a text longer than a store keeps (PostgreSQL refused it, SQLite kept it)."""
-    if value is not None and len(value) > most:
-        raise ValueError(f"{what} has at most {most} characters")
+_STORED_LENGTHS = {
+    "id": RESULT_ID_MAX_LENGTH,
+    "mime_type": MIME_TYPE_MAX_LENGTH,
+    "error_code": ERROR_CODE_MAX_LENGTH,
+    "source": SOURCE_MAX_LENGTH,
+}
+
+
+def _stored_whole(items: list[Any]) -> list[Any]:
+    # Results and errors an owner reports: a text longer than a store keeps was refused by
+    # PostgreSQL and kept by SQLite. (The records read back may hold longer ones that SQLite
+    # kept: the limits are checked on the way in.)
+    for item in items:
+        for name, most in _STORED_LENGTHS.items():
+            value = getattr(item, name, None)
+            if isinstance(value, str) and len(value) > most:
+                raise ValueError(f"{name} has at most {most} characters")
+    return items
 
 
 class CompleteRequest(BaseModel):
@@ -395,13 +409,7 @@ class CompleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     results: Annotated[list[ResultRef], Field(max_length=10_000)] = Field(default_factory=list)
 
-    @field_validator("results")
-    @classmethod
-    def _stored_whole(cls, results: list[ResultRef]) -> list[ResultRef]:
-        for result in results:
-            _fit("a result's id", result.id, RESULT_ID_MAX_LENGTH)
-            _fit("a MIME type", result.mime_type, MIME_TYPE_MAX_LENGTH)
-        return results
+    _lengths = field_validator("results")(_stored_whole)
 
 
 class FailRequest(BaseModel):
@@ -410,13 +418,7 @@ class FailRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     errors: Annotated[list[JobError], Field(min_length=1, max_length=1000)]
 
-    @field_validator("errors")
-    @classmethod
-    def _stored_whole(cls, errors: list[JobError]) -> list[JobError]:
-        for error in errors:
-            _fit("an error's code", error.error_code, ERROR_CODE_MAX_LENGTH)
-            _fit("an error's source", error.source, SOURCE_MAX_LENGTH)
-        return errors
+    _lengths = field_validator("errors")(_stored_whole)
 
 
 class MessageCreate(BaseModel):
