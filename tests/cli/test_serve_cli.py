@@ -7,10 +7,12 @@ they use its admin token, as a newcomer on the same machine would.
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -20,36 +22,50 @@ from conftest import free_port
 JOBDECK = [sys.executable, "-m", "jobdeck"]
 
 
+def start(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`jobdeck serve` with one worker, its data in tmp_path/.jobdeck, its output in
+    tmp_path/serve.log, once it answers: the process and its URL."""
+    port = free_port()
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*JOBDECK, "serve", "--port", str(port), "--workers", "1"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(
+                f"jobdeck serve did not answer: {(tmp_path / 'serve.log').read_text()}"
+            )
+        try:
+            if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, as a service manager stops a service; its exit status."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[str]:
-    """`jobdeck serve` with one worker, its data in tmp_path/.jobdeck; yields its URL."""
-    port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [*JOBDECK, "serve", "--port", str(port), "--workers", "1"],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    """`jobdeck serve` with one worker (see :func:`start`); yields its URL."""
+    process, url = start(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "jobdeck serve did not answer"
-            try:
-                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        stop(process)
 
 
 def run(cwd: Path, url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -95,6 +111,50 @@ def test_failed_and_aborted_jobs_exit_3(service: str, tmp_path: Path) -> None:
     waited = run(tmp_path, service, "wait", job_id, "--json")
     assert waited.returncode == 3 and json.loads(waited.stdout)[0]["phase"] == "ABORTED"
     assert time.monotonic() - began < 30
+
+
+def children_of(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_lets_the_running_task_end_then_stops_the_workers(tmp_path: Path) -> None:
+    # uvicorn raises a SIGTERM again after its own shutdown, and with the default handler
+    # the service died there: its worker process ran on, orphaned, and the task's end was
+    # never recorded (the job read EXECUTING until its lease ran out, and ran again).
+    process, url = start(tmp_path)
+    try:
+        job_id = run(tmp_path, url, "submit", "sleep", "-p", "seconds=2").stdout.strip()
+        deadline = time.monotonic() + 20
+        while json.loads(run(tmp_path, url, "show", job_id, "--json").stdout)["phase"] != (
+            "EXECUTING"
+        ):
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        workers = children_of(process.pid)
+        assert workers
+        assert stop(process) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not [pid for pid in workers if alive(pid)]
+    with closing(sqlite3.connect(tmp_path / ".jobdeck" / "jobdeck.db")) as db:
+        phase = db.execute("SELECT phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    assert phase == ("COMPLETED",)
 
 
 def test_without_the_admin_token_the_error_says_how_to_give_one(

@@ -106,6 +106,11 @@ def serve(
     else:
         say(f"admin token: in {data_dir / 'admin-token'}")
     try:
+        # uvicorn stops gracefully on SIGTERM, puts back the handler it found and raises the
+        # signal again: with the default one the process died there, before its workers were
+        # stopped (a long task ran on, orphaned; tasks that had ended were never recorded and
+        # ran again after their leases). This one ends the run as Ctrl-C does, through here.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         import uvicorn
 
         from jobdeck.doors.native.app import create_asgi
@@ -115,9 +120,16 @@ def serve(
         # No WebSocket routes: ws="none" spares loading a WebSocket implementation.
         uvicorn.run(app, host=host, port=port, log_level=log_level, ws="none")
     finally:
+        # The stop under way is bounded by the running tasks' grace: another SIGTERM must
+        # not cut it short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         dispatcher.stop()
         maintenance.stop()
         engine.close()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def worker(
