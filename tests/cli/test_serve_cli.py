@@ -157,6 +157,33 @@ def test_sigterm_lets_the_running_task_end_then_stops_the_workers(tmp_path: Path
     assert phase == ("COMPLETED",)
 
 
+def test_a_killed_service_takes_its_worker_processes_and_their_tasks_with_it(
+    tmp_path: Path,
+) -> None:
+    # A worker process went on with its task when the service was killed (kill -9, a crash):
+    # the task ran on, orphaned, while the service's successor ran it again once its lease
+    # had run out.
+    process, url = start(tmp_path)
+    try:
+        run(tmp_path, url, "workers", "--set", "2")  # one more, started by a request's thread
+        job_id = run(tmp_path, url, "submit", "sleep", "-p", "seconds=60").stdout.strip()
+        deadline = time.monotonic() + 20
+        while json.loads(run(tmp_path, url, "show", job_id, "--json").stdout)["phase"] != (
+            "EXECUTING"
+        ):
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        workers = children_of(process.pid)
+        assert len(workers) == 2
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 10
+    while [pid for pid in workers if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if alive(pid)]
+
+
 def test_without_the_admin_token_the_error_says_how_to_give_one(
     service: str, tmp_path: Path
 ) -> None:

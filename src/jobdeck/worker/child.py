@@ -15,6 +15,7 @@ and makes it exit after the running task (the pool SIGKILLs the process group so
 import argparse
 import contextlib
 import copy
+import ctypes
 import fcntl
 import functools
 import importlib
@@ -652,13 +653,41 @@ def serve(in_fd: int, out_fd: int) -> None:
     sink.flush()
 
 
+def die_with(service: int) -> None:
+    """Have this process, with the commands of its task (its process group), killed once
+    the service process ``service`` is gone (killed, crashed): its task would otherwise run
+    on, orphaned, while the service's successor runs it again once its lease has run out.
+
+    Linux sends the signal when the thread that started this process ends, which is not
+    always the service's end: the handler looks whether the service is still the parent.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+
+    def on_parent_death(signum: int, frame: FrameType | None) -> None:
+        if os.getppid() != service:
+            os.killpg(0, signal.SIGKILL)
+
+    signal.signal(signal.SIGUSR2, on_parent_death)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGUSR2, 0, 0, 0) != 0:
+        log.warning("cannot follow the service's end: errno %d", ctypes.get_errno())
+    on_parent_death(signal.SIGUSR2, None)  # gone before the call
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m jobdeck.worker.child``."""
     parser = argparse.ArgumentParser(prog="jobdeck.worker.child")
     parser.add_argument("--in", dest="in_fd", type=int, required=True)
     parser.add_argument("--out", dest="out_fd", type=int, required=True)
+    parser.add_argument("--service", type=int, help="the pid of the service that started it")
     parser.add_argument("--path", action="append", default=[])
     args = parser.parse_args(argv)
+    if args.service is not None:
+        die_with(args.service)
     for fd in (args.in_fd, args.out_fd):
         # A command or subprocess of a task must not hold the protocol pipes open.
         os.set_inheritable(fd, False)

@@ -376,6 +376,8 @@ class ProcessPool:
                     str(in_read),
                     "--out",
                     str(out_write),
+                    "--service",
+                    str(os.getpid()),
                     *paths,
                 ],
                 pass_fds=(in_read, out_write),
