@@ -2,9 +2,6 @@
 
 from typing import Any
 
-ERROR_CODE_MAX_LENGTH = 64
-"""The most characters a job error's code has: a store keeps no longer one."""
-
 
 class JobdeckError(Exception):
     """Base of the errors a client can cause. ``code`` is stable and machine-readable."""

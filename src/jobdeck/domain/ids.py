@@ -1,12 +1,7 @@
-"""Job ids: UUIDs of version 7, so that ids sort by creation time and index well; and how
-long a result's id may be."""
+"""Job ids: UUIDs of version 7, so that ids sort by creation time and index well."""
 
 import os
 import time
-
-RESULT_ID_MAX_LENGTH = 512
-"""The most characters a result's id (a result file's path in its results directory) has: a
-store keeps no longer one."""
 
 _VARIANT = "89ab"  # the variant's two bits (10) and one random bit, as a hex digit
 

@@ -20,8 +20,13 @@ from pydantic import (
     field_validator,
 )
 
-from jobdeck.domain.errors import ERROR_CODE_MAX_LENGTH
-from jobdeck.domain.ids import RESULT_ID_MAX_LENGTH
+from jobdeck.domain.limits import (
+    ERROR_CODE_MAX_LENGTH,
+    INT32_MAX,
+    MIME_TYPE_MAX_LENGTH,
+    RESULT_ID_MAX_LENGTH,
+    SOURCE_MAX_LENGTH,
+)
 from jobdeck.domain.parameters import ParamType
 from jobdeck.domain.phases import Phase, Status
 
@@ -34,15 +39,6 @@ def format_utc(value: datetime) -> str:
 
 
 UtcDateTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str)]
-INT32_MAX = 2**31 - 1
-"""The largest count or duration a job keeps (an integer column): a larger one was a 500 on
-SQLite (its driver cannot convert it), invalid input on PostgreSQL."""
-INT64_MAX = 2**63 - 1
-"""The largest key (a job's or a log line's seq)."""
-MIME_TYPE_MAX_LENGTH = 128
-SOURCE_MAX_LENGTH = 160
-"""The most characters of a result's MIME type, and of who caused a change: a store keeps no
-longer ones."""
 StrictScalar = StrictInt | StrictFloat | StrictStr
 """A JSON number or string; ``true`` is not silently taken for 1."""
 

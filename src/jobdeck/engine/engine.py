@@ -49,6 +49,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from jobdeck.domain.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from jobdeck.domain.ids import new_job_id, new_job_ids
 from jobdeck.domain.jobtypes import JobType
+from jobdeck.domain.limits import INT64_MAX
 from jobdeck.domain.parameters import typed
 from jobdeck.domain.phases import (
     ACTIVE_PHASES,
@@ -61,7 +62,6 @@ from jobdeck.domain.phases import (
     status_of,
 )
 from jobdeck.domain.records import (
-    INT64_MAX,
     CompleteRequest,
     Execution,
     FailRequest,

@@ -30,9 +30,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from jobdeck.domain.errors import ERROR_CODE_MAX_LENGTH
-from jobdeck.domain.ids import RESULT_ID_MAX_LENGTH
-from jobdeck.domain.records import MIME_TYPE_MAX_LENGTH, SOURCE_MAX_LENGTH, format_utc
+from jobdeck.domain.limits import (
+    ERROR_CODE_MAX_LENGTH,
+    MIME_TYPE_MAX_LENGTH,
+    RESULT_ID_MAX_LENGTH,
+    SOURCE_MAX_LENGTH,
+)
+from jobdeck.domain.records import format_utc
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -39,9 +39,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from jobdeck.domain.errors import ERROR_CODE_MAX_LENGTH, ValidationFailed
-from jobdeck.domain.ids import RESULT_ID_MAX_LENGTH
+from jobdeck.domain.errors import ValidationFailed
 from jobdeck.domain.jobtypes import JobType
+from jobdeck.domain.limits import ERROR_CODE_MAX_LENGTH, RESULT_ID_MAX_LENGTH
 from jobdeck.domain.parameters import substitute
 from jobdeck.worker.builtins import BUILTINS, WRITES_NOTHING, TaskFunction
 from jobdeck.worker.context import CancelFlag, TaskContext, TaskError
@@ -192,16 +192,16 @@ class OutputCapture:
         self._busy = False
         self._partial: dict[int, bytearray] = {}
         self._levels: dict[int, str] = {}
-        # Each pipe's write end is kept, with the pipe's identity, to put it back (restore).
-        self._kept: dict[int, tuple[int, tuple[int, int]]] = {}
-        for target, level in ((1, "info"), (2, "warning")):
+        # Each pipe's write end is kept, with the pipe's identity and the stream over it, to
+        # put them back (restore).
+        self._kept: dict[int, tuple[int, tuple[int, int], str, Any]] = {}
+        for target, level, name in ((1, "info", "stdout"), (2, "warning", "stderr")):
             read_end, write_end = os.pipe()
             os.dup2(write_end, target)
             pipe = os.fstat(write_end)
-            self._kept[target] = (write_end, (pipe.st_dev, pipe.st_ino))
+            self._kept[target] = (write_end, (pipe.st_dev, pipe.st_ino), name, getattr(sys, name))
             self._partial[read_end] = bytearray()
             self._levels[read_end] = level
-        self._streams = {"stdout": sys.stdout, "stderr": sys.stderr}
         threading.Thread(target=self._read, name="output-capture", daemon=True).start()
 
     def restore(self) -> None:
@@ -209,20 +209,18 @@ class OutputCapture:
         their pipes, and ``sys.stdout`` and ``sys.stderr`` writing to them. A task that
         closed them (or left them redirected) made every later task in this process fail
         at its first print, or lose its output."""
-        for target, (kept, identity) in self._kept.items():
+        for target, (kept, identity, name, stream) in self._kept.items():
             try:
                 now = os.fstat(target)
-                if (now.st_dev, now.st_ino) == identity:
-                    continue
-            except OSError:
-                pass
-            os.dup2(kept, target)
-        for name, stream in self._streams.items():
-            if getattr(sys, name) is not stream or stream.closed:
-                if stream.closed:
-                    fd = 1 if name == "stdout" else 2
-                    stream = open(fd, "w", buffering=1, closefd=False)  # noqa: SIM115
-                    self._streams[name] = stream
+                intact = (now.st_dev, now.st_ino) == identity
+            except OSError:  # closed
+                intact = False
+            if not intact:
+                os.dup2(kept, target)
+            if stream.closed:
+                stream = open(target, "w", buffering=1, closefd=False)  # noqa: SIM115
+                self._kept[target] = (kept, identity, name, stream)
+            if getattr(sys, name) is not stream:
                 setattr(sys, name, stream)
 
     def _read(self) -> None:

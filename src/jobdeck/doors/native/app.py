@@ -27,9 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobdeck import __version__
 from jobdeck.domain.errors import Forbidden, JobdeckError, NotFound, Unauthorized
+from jobdeck.domain.limits import INT64_MAX
 from jobdeck.domain.phases import Phase, Status
 from jobdeck.domain.records import (
-    INT64_MAX,
     CompleteRequest,
     ErrorBody,
     FailRequest,
