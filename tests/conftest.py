@@ -27,6 +27,37 @@ PG_URL = os.environ.get("JOBDECK_TEST_PG")
 DATABASES = ["sqlite", "postgresql"]
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command's name (state, parent, group, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie does not)."""
+    try:
+        state = _stat(pid)[0]
+    except (FileNotFoundError, ProcessLookupError):  # gone, before or while it was read
+        return False
+    return state != "Z"
+
+
+def parent_of(pid: int) -> int:
+    return int(_stat(pid)[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(_stat(int(stat.parent.name))[1])
+        except OSError:  # gone meanwhile
+            continue
+        if parent == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
 def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as sock:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import alive, children_of, free_port
 
 JOBDECK = [sys.executable, "-m", "jobdeck"]
 
@@ -113,23 +113,14 @@ def test_failed_and_aborted_jobs_exit_3(service: str, tmp_path: Path) -> None:
     assert time.monotonic() - began < 30
 
 
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def submit_running(cwd: Path, url: str, seconds: int) -> str:
+    """Submit a sleep of ``seconds``; its id, once it runs."""
+    job_id = run(cwd, url, "submit", "sleep", "-p", f"seconds={seconds}").stdout.strip()
+    deadline = time.monotonic() + 20
+    while json.loads(run(cwd, url, "show", job_id, "--json").stdout)["phase"] != "EXECUTING":
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.05)
+    return job_id
 
 
 def test_sigterm_lets_the_running_task_end_then_stops_the_workers(tmp_path: Path) -> None:
@@ -138,13 +129,7 @@ def test_sigterm_lets_the_running_task_end_then_stops_the_workers(tmp_path: Path
     # never recorded (the job read EXECUTING until its lease ran out, and ran again).
     process, url = start(tmp_path)
     try:
-        job_id = run(tmp_path, url, "submit", "sleep", "-p", "seconds=2").stdout.strip()
-        deadline = time.monotonic() + 20
-        while json.loads(run(tmp_path, url, "show", job_id, "--json").stdout)["phase"] != (
-            "EXECUTING"
-        ):
-            assert time.monotonic() < deadline, "the job did not start"
-            time.sleep(0.05)
+        job_id = submit_running(tmp_path, url, 2)
         workers = children_of(process.pid)
         assert workers
         assert stop(process) == 0
@@ -166,13 +151,7 @@ def test_a_killed_service_takes_its_worker_processes_and_their_tasks_with_it(
     process, url = start(tmp_path)
     try:
         run(tmp_path, url, "workers", "--set", "2")  # one more, started by a request's thread
-        job_id = run(tmp_path, url, "submit", "sleep", "-p", "seconds=60").stdout.strip()
-        deadline = time.monotonic() + 20
-        while json.loads(run(tmp_path, url, "show", job_id, "--json").stdout)["phase"] != (
-            "EXECUTING"
-        ):
-            assert time.monotonic() < deadline, "the job did not start"
-            time.sleep(0.05)
+        submit_running(tmp_path, url, 60)
         workers = children_of(process.pid)
         assert len(workers) == 2
     finally:

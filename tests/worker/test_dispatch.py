@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import alive, parent_of
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
@@ -134,18 +135,6 @@ def read_pid(path: Path, timeout: float = 10) -> int:
             return int(text)
         time.sleep(0.02)
     raise AssertionError(f"{path} never got a pid")
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):  # gone, before or while it was read
-        return False
-    return state != "Z"
-
-
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def test_many_jobs_complete_across_processes(engine: Engine, dispatcher: Dispatcher) -> None:

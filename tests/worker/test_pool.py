@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from conftest import alive, parent_of
 
 from jobdeck.domain.jobtypes import BUILTIN_TYPES, JobType, ParameterSpec
 from jobdeck.worker.pool import ProcessPool
@@ -174,18 +175,6 @@ def task(
         attempt=1,
         results_dir=str(results_dir),
     )
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):  # gone, before or while it was read
-        return False
-    return state != "Z"
-
-
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def group_of(pid: int) -> int:
