@@ -6,7 +6,9 @@ they use its admin token, as a newcomer on the same machine would.
 
 import json
 import os
+import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -172,3 +174,68 @@ def test_without_the_admin_token_the_error_says_how_to_give_one(
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "JOBDECK_TOKEN" in result.stderr
     assert run(elsewhere, service, "list", "--data-dir", "../.jobdeck").returncode == 0
+
+
+def test_a_port_in_use_ends_serve_at_once_with_one_line_and_nothing_started(
+    tmp_path: Path,
+) -> None:
+    # uvicorn's own bind came last: "serving on" was printed, worker processes and the store
+    # had started, and then uvicorn's bind error ended the service with status 3.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*JOBDECK, "serve", "--port", str(port), "--workers", "1"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1 port {port}" in result.stderr
+    assert not (tmp_path / ".jobdeck").exists()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        pytest.param(
+            "::1",
+            marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback"),
+        ),
+    ],
+)
+def test_port_0_serves_on_a_free_port_and_says_which(tmp_path: Path, host: str) -> None:
+    # The URL printed said port 0; an IPv6 address was printed without its brackets.
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*JOBDECK, "serve", "--host", host, "--port", "0", "--workers", "0"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        found = None
+        while found is None and time.monotonic() < deadline and process.poll() is None:
+            found = re.search(r"serving on (\S+/api/v1)", (tmp_path / "serve.log").read_text())
+            time.sleep(0.05)
+        assert found is not None, (tmp_path / "serve.log").read_text()
+        assert ":0/" not in found.group(1)
+        health = httpx.get(found.group(1) + "/health", timeout=10)
+        assert health.status_code == 200
+    finally:
+        assert stop(process) == 0

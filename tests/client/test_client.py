@@ -275,6 +275,22 @@ def test_errors_carry_the_servers_code_and_message(
         alice_client.start(job.id)  # PENDING cannot start: it must be queued first
 
 
+def test_odd_job_ids_are_asked_about_as_ids(alice_client: Client) -> None:
+    # "." and ".." were dot segments that the URL resolved away: GET /jobs/. asked for the
+    # list's address and got its redirect ("HTTP 307"), POST /jobs/../abort asked for
+    # /abort; an empty id asked for the list's address too. (An id with a "/" is still
+    # routed by the server as two segments: Starlette routes the decoded path.)
+    for odd in (".", "..", "?x", "#x", "%2F", " "):
+        for call in (alice_client.get, alice_client.abort, alice_client.delete):
+            with pytest.raises(NotFound) as caught:
+                call(odd)
+            assert caught.value.status == 404 and caught.value.message == f"no job {odd}"
+    for call in (alice_client.get, alice_client.abort, alice_client.delete):
+        with pytest.raises(NotFound) as empty:
+            call("")
+        assert empty.value.status is None  # refused before asking
+
+
 def test_server_down_is_a_clear_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with Client(url, "token", timeout=2) as client, pytest.raises(ServiceUnavailable) as caught:

@@ -4,6 +4,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from typing import Annotated
@@ -34,6 +35,9 @@ SWITCH_INTERVAL = 0.0005
 passes through several threads of a service or worker (HTTP, writer, dispatcher, pool
 reader); with the default, each hand-off behind a busy thread could cost up to 5 ms."""
 
+BACKLOG = 2048
+"""Connections the kernel holds until the service accepts them (uvicorn's default)."""
+
 
 def say(message: str) -> None:
     """A line for the operator, on stderr."""
@@ -49,7 +53,9 @@ def serve(
     db: DbOption = None,
     config: ConfigOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="Port to listen on (0: any free one, printed).", min=0, max=65535)
+    ] = 8000,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -71,6 +77,8 @@ def serve(
     """Run the service: the API, upkeep and local workers, in one process."""
     gc.disable()  # until settle()
     sys.setswitchinterval(SWITCH_INTERVAL)
+    listening = _listening_socket(host, port)
+    port = listening.getsockname()[1]
     count = os.cpu_count() or 1 if workers is None else workers
     job_types = load_job_types(config)
     pool = ProcessPool(count, job_types)
@@ -88,6 +96,7 @@ def serve(
         engine = open_engine(options, lease_seconds=lease_seconds, job_types=job_types)
     except BaseException:
         pool.close(0)
+        listening.close()
         raise
     engine.start()
     token, created = ensure_admin_token(engine, data_dir)
@@ -98,9 +107,10 @@ def serve(
     dispatcher.start()
     store = "PostgreSQL" if db else f"SQLite in {data_dir.resolve()}"
     # Plain click styles: Rich's console would cost a service's start tens of milliseconds.
-    url = typer.style(f"http://{host}:{port}/api/v1", bold=True)
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    url = typer.style(f"{base}/api/v1", bold=True)
     say(f"jobdeck serving on {url} ({store}, {count} workers)")
-    say(f"API documentation: http://{host}:{port}/docs")
+    say(f"API documentation: {base}/docs")
     if created:
         say(f"admin token (kept in {data_dir / 'admin-token'}): {typer.style(token, bold=True)}")
     else:
@@ -118,11 +128,16 @@ def serve(
         app = create_asgi(engine, dispatcher=dispatcher)
         settle()
         # No WebSocket routes: ws="none" spares loading a WebSocket implementation.
-        uvicorn.run(app, host=host, port=port, log_level=log_level, ws="none")
+        settings = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="none")
+        server = uvicorn.Server(settings)
+        server.run(sockets=[listening])
+        if not server.started:  # as uvicorn.run ends: its start failed, and it said why
+            raise typer.Exit(3)
     finally:
         # The stop under way is bounded by the running tasks' grace: another SIGTERM must
         # not cut it short.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        listening.close()
         dispatcher.stop()
         maintenance.stop()
         engine.close()
@@ -130,6 +145,27 @@ def serve(
 
 def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The service's socket, bound before anything else starts: an address that cannot be
+    had (a port in use) ends ``serve`` at once with one line saying so, where uvicorn's own
+    bind came after the worker processes, the store and "serving on" had started (and then
+    ended the service with status 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn binds: a restart can take the port while the last run's connections close.
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        say(f"jobdeck serve cannot listen on {host} port {port}: {error.strerror or error}")
+        raise typer.Exit(1) from None
+    # Listening from now on: a client that connects while the service starts waits for its
+    # answer, instead of being refused after "serving on" was printed.
+    listening.listen(BACKLOG)
+    return listening
 
 
 def worker(

@@ -168,8 +168,17 @@ _RESULTS = TypeAdapter(list[ResultRef])
 
 
 def job_path(job_id: str, *tail: str) -> str:
-    """The API path of a job (the id is escaped: it comes from users)."""
-    return "/".join([f"/jobs/{quote(job_id, safe='')}", *tail])
+    """The API path of a job (the id is escaped: it comes from users). An empty id is no
+    job's: refused before asking (``GET /jobs/`` is the list's address)."""
+    if not job_id:
+        raise NotFound("no job has an empty id", code="not_found", detail={"job_id": job_id})
+    return "/".join([f"/jobs/{escaped(job_id)}", *tail])
+
+
+def escaped(text: str, safe: str = "") -> str:
+    """``text`` for a URL's path, percent-escaped; dots too: a segment "." or ".." would be
+    resolved away by the URL."""
+    return quote(text, safe=safe).replace(".", "%2E")
 
 
 def build_job_create(
@@ -432,7 +441,7 @@ def download_results(
         if wanted is not None and ref.id not in wanted:
             continue
         target = result_target(directory, ref.id)
-        yield Download(job_path(job_id, "results", quote(ref.id, safe="/")), target)
+        yield Download(job_path(job_id, "results", escaped(ref.id, safe="/")), target)
         saved.append(target)
     return saved
 
