@@ -188,8 +188,10 @@ def test_job_types_validated(alice: httpx.Client) -> None:
     wrong = alice.post("/jobs", json={"job_type": "sleep", "parameters": {"minutes": 1}})
     assert wrong.status_code == 422
     assert "minutes" in wrong.json()["message"]
-    types = {t["name"] for t in alice.get("/job-types").json()}
-    assert {"noop", "sleep", "echo", "fail"} <= types
+    types = {t["name"]: t for t in alice.get("/job-types").json()}
+    assert {"noop", "sleep", "echo", "fail"} <= set(types)
+    assert types["sleep"]["execution_duration"] == 0
+    assert types["sleep"]["max_log_bytes"] == 16 * 2**20
 
 
 def test_bad_input_is_a_clear_4xx(alice: httpx.Client, server: Server) -> None:

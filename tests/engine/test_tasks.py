@@ -14,7 +14,8 @@ from sqlalchemy import delete, func, select, update
 from jobdeck.domain.errors import NotFound
 from jobdeck.domain.jobtypes import JobType
 from jobdeck.domain.records import JobCreate, JobError, MessageCreate
-from jobdeck.engine.engine import Engine, Principal, TaskOutcome
+from jobdeck.engine import engine as engine_module
+from jobdeck.engine.engine import Engine, LogLine, Principal, TaskOutcome
 from jobdeck.engine.settings import EngineSettings
 from jobdeck.store.schema import jobs, tasks
 
@@ -564,3 +565,27 @@ def test_a_batchs_tasks_are_queued_in_the_order_of_its_jobs_and_their_tasks(
     assert found[-1].parameters == {}
     claimed = engine.claim_tasks("w1", 100)
     assert [(task.job_id, task.task_index) for task in claimed] == expected
+
+
+def test_log_lines_wait_for_the_writer_past_a_bound(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lines were handed to the writer without a bound: a task printing faster than the
+    # store takes its lines grew the service's memory with them (680 MB for 2 million).
+    monkeypatch.setattr(engine_module, "LOG_LINES_IN_FLIGHT", 10)
+    job = submit(engine)
+    seq = engine.writer.run(lambda tx: tx.conn.execute(select(jobs.c.seq)).scalar_one())
+    now = datetime.now(UTC)
+    hold = threading.Event()
+    engine.writer.submit(lambda tx: hold.wait(10))  # the writer is busy until released
+    engine.append_logs([LogLine(seq, 0, "info", now, f"a{n}") for n in range(11)])
+    more = threading.Thread(target=engine.append_logs, args=([LogLine(seq, 0, "info", now, "b")],))
+    more.start()
+    more.join(0.3)
+    assert more.is_alive()  # 11 lines wait: the next ones wait for them
+    hold.set()
+    more.join(10)
+    assert not more.is_alive()
+    engine.writer.run(lambda tx: None)
+    messages = [line.message for line in engine.logs(ALICE, job).logs]
+    assert messages == [f"a{n}" for n in range(11)] + ["b"]

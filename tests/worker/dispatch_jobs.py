@@ -57,3 +57,9 @@ def long_mime_type(params: dict[str, Any], ctx: Any) -> None:
     store keeps."""
     mimetypes.add_type("application/" + "x" * 200, ".weird")
     (ctx.results_dir / "a.weird").write_text("weird\n")
+
+
+def spew(params: dict[str, Any], ctx: Any) -> None:
+    """Print the numbers 1 to 5000, a line each."""
+    for n in range(1, 5001):
+        print(n)

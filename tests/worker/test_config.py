@@ -13,6 +13,7 @@ kind = "python"
 target = "myjobs.images:thumbnail"
 description = "Makes a thumbnail."
 execution_duration = 60
+max_log_bytes = 65536
 parameters = { path = "path", width = { type = "int", default = 128, description = "Pixels." } }
 
 [types.render]
@@ -52,9 +53,11 @@ def test_a_good_file(tmp_path: Path) -> None:
         },
         execution_duration=60,
         description="Makes a thumbnail.",
+        max_log_bytes=65536,
     )
     render = types["render"]
     assert render.kind == "command" and render.target == ""
+    assert render.max_log_bytes == 16 * 2**20  # the default
     assert render.command == ("blender", "-b", "{scene}", "-f", "{frame}")
     assert render.parameters["frames"] == ParameterSpec("string", "1-3")
     assert render.parameters["scene"].required
@@ -141,6 +144,14 @@ def test_an_empty_file_has_the_builtins(tmp_path: Path) -> None:
         (
             '[types.t]\nkind = "python"\ntarget = "m:f"\nexecution_duration = 1.5',
             "execution_duration must be",
+        ),
+        (
+            '[types.t]\nkind = "python"\ntarget = "m:f"\nmax_log_bytes = -1',
+            "max_log_bytes must be",
+        ),
+        (
+            '[types.t]\nkind = "python"\ntarget = "m:f"\nmax_log_bytes = "1MB"',
+            "max_log_bytes must be",
         ),
         ('[types.t]\nkind = "python"\ntarget = "m:f"\ndescription = 3', "description must be"),
         ('[types.t]\nkind = "python"\ntarget = "m:f"\ncomand = ["x"]', "unknown key 'comand'"),

@@ -27,6 +27,7 @@ from jobdeck.domain.records import JobCreate, JobRecord
 from jobdeck.engine.engine import Engine, Principal
 from jobdeck.engine.settings import EngineSettings
 from jobdeck.store.schema import jobs, tasks
+from jobdeck.worker import dispatcher as dispatcher_module
 from jobdeck.worker.dispatcher import Dispatcher
 from jobdeck.worker.pool import ProcessPool
 from jobdeck.worker.protocol import TaskLog
@@ -79,6 +80,18 @@ TEST_TYPES = {
     "lock_error": JobType(name="lock_error", kind="python", target="dispatch_jobs:lock_error"),
     "long_code_error": JobType(
         name="long_code_error", kind="python", target="dispatch_jobs:long_code_error"
+    ),
+    "spew": JobType(
+        name="spew",
+        kind="command",
+        command=("seq", "1", "5000"),
+        max_log_bytes=1000,
+    ),
+    "spew_python": JobType(
+        name="spew_python",
+        kind="python",
+        target="dispatch_jobs:spew",
+        max_log_bytes=1000,
     ),
     "frames": JobType(
         name="frames",
@@ -318,6 +331,30 @@ def test_retries_with_backoff_then_failure(engine: Engine, dispatcher: Dispatche
     assert [e.status for e in record.timeline].count("RETRYING") == 2
     assert record.errors[-1].error_code == "flaky"
     assert record.errors[-1].type == "transient"
+
+
+def test_a_task_keeps_the_beginning_of_its_log_up_to_its_type_s_limit(
+    engine: Engine, dispatcher: Dispatcher
+) -> None:
+    # Every line a task printed was stored: 50 MB of output became a 190 MB database, and
+    # the service held 680 MB while its writer caught up.
+    for job_type in ("spew", "spew_python", "spew"):
+        job = submit(engine, job_type)
+        assert finished(engine, job).phase == "COMPLETED"
+        lines = [(line.level, line.message) for line in engine.logs(ALICE, job).logs]
+        *kept, (reached_level, reached), (summary_level, summary) = lines
+        assert reached_level == summary_level == "warning"
+        assert reached.startswith("log limit of 1000 bytes reached")
+        # The log kept is the beginning of the task's, as much of it as fits.
+        assert [message for _, message in kept] == [str(n) for n in range(1, len(kept) + 1)]
+        kept_bytes = sum(len(message) + 1 for _, message in kept)
+        assert kept_bytes <= 1000 < kept_bytes + len(str(len(kept) + 1)) + 1
+        left_out = 5000 - len(kept)
+        left_out_bytes = sum(len(str(n)) + 1 for n in range(len(kept) + 1, 5001))
+        assert summary == (
+            f"{left_out} lines of log ({left_out_bytes} bytes) were left out, "
+            "past the limit of 1000 bytes"
+        )
 
 
 def test_logs_readable_while_running(engine: Engine, dispatcher: Dispatcher) -> None:
@@ -631,3 +668,26 @@ def test_a_job_created_without_waiting_is_answered_with_the_record_its_commit_ma
     assert record.phase == "QUEUED"
     assert reads == []
     assert record == engine.get_job(ALICE, record.id)
+
+
+def test_the_pool_s_reports_wait_for_the_dispatcher_past_a_bound(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the dispatching thread waited for the store (Engine.append_logs), the pool
+    # went on reading what its processes reported, and that grew without a bound.
+    monkeypatch.setattr(dispatcher_module, "EVENTS_WAITING", 3)
+    dispatcher = Dispatcher(engine, ProcessPool(1, engine.job_types), worker_id="w")
+    lines = [TaskLog(1, "info", time.time(), str(n)) for n in range(5)]
+    reading = threading.Thread(target=dispatcher._on_events, args=(lines,))
+    reading.start()
+    reading.join(0.3)
+    assert reading.is_alive()  # 5 reports wait: the pool's reading waits for them
+    dispatcher._flush()  # what the dispatching thread does each round
+    reading.join(5)
+    assert not reading.is_alive()
+    # Once it stops, nothing waits for the dispatching thread any more.
+    dispatcher._stop.set()
+    stopped = threading.Thread(target=dispatcher._on_events, args=(lines,))
+    stopped.start()
+    stopped.join(5)
+    assert not stopped.is_alive()

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from jobdeck.domain.errors import ValidationFailed
+from jobdeck.domain.limits import TASK_LOG_MAX_BYTES
 from jobdeck.domain.parameters import (
     ParamType,
     Scalar,
@@ -47,6 +48,8 @@ class JobType:
     task_parameters: dict[str, str] = field(default_factory=dict)
     execution_duration: int = 0
     description: str = ""
+    max_log_bytes: int = TASK_LOG_MAX_BYTES
+    """Bytes of log each task keeps (UTF-8, a newline per line); lines beyond are left out."""
 
     def validate(self, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Check ``raw`` against the declared parameters; fill in defaults."""

@@ -16,3 +16,7 @@ ERROR_CODE_MAX_LENGTH = 64
 """Characters of a job error's code."""
 SOURCE_MAX_LENGTH = 160
 """Characters of who caused a change (an error's or a message's source)."""
+TASK_LOG_MAX_BYTES = 16 * 2**20
+"""Bytes of log a task keeps by default (its job type's ``max_log_bytes``): lines beyond are
+left out and counted, so that a task that prints without end fills neither the store nor
+the service's memory."""

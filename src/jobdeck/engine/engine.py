@@ -15,6 +15,7 @@ import logging
 import random
 import secrets
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -109,6 +110,11 @@ T = TypeVar("T")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PREPARED_ON_LOOP = 100
 """Up to how many jobs a submission from async code is prepared on the event loop."""
+LOG_LINES_IN_FLIGHT = 20_000
+"""Up to how many log lines handed to the writer may wait for their commit: past it,
+:meth:`Engine.append_logs` waits. Tasks that log faster than the store takes it are slowed
+down (their worker processes' pipes fill), instead of the service's memory growing with what
+waits: 2 million lines waiting took 680 MB."""
 QUOTE_WINDOW = 10_000
 """A quote is the mean duration of the last 20 completed jobs of its type among the newest
 this many jobs."""
@@ -446,6 +452,8 @@ class Engine:
         self._token_cache: dict[str, tuple[Principal | None, float]] = {}
         self._durations: dict[str, tuple[float | None, float]] = {}
         self._standby: Standby | None = None
+        self._logs_written = threading.Condition()
+        self._log_lines_in_flight = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1602,10 +1610,27 @@ class Engine:
         return self.writer.run(op)
 
     def append_logs(self, lines: Sequence[LogLine]) -> None:
-        """Store log lines (without waiting for the commit)."""
-        if lines:
-            rows = [line.__dict__ for line in lines]
-            self.writer.submit(lambda tx: _INSERT_LOGS.execute(tx.conn, rows))
+        """Store log lines, without waiting for their commit, unless too many wait already
+        (:data:`LOG_LINES_IN_FLIGHT`): then until enough of them are written."""
+        if not lines:
+            return
+        count = len(lines)
+        with self._logs_written:
+            # One batch past the bound is let in: a batch larger than the bound still goes.
+            self._logs_written.wait_for(lambda: self._log_lines_in_flight <= LOG_LINES_IN_FLIGHT)
+            self._log_lines_in_flight += count
+        rows = [line.__dict__ for line in lines]
+        try:
+            future = self.writer.submit(lambda tx: _INSERT_LOGS.execute(tx.conn, rows))
+        except BaseException:
+            self._log_lines_written(count)
+            raise
+        future.add_done_callback(lambda _: self._log_lines_written(count))
+
+    def _log_lines_written(self, count: int) -> None:
+        with self._logs_written:
+            self._log_lines_in_flight -= count
+            self._logs_written.notify_all()
 
     def set_progress(self, job_seq: int, label: str, value: int, max_value: int) -> None:
         """Record a progress counter of a job (without waiting for the commit)."""

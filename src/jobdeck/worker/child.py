@@ -41,7 +41,11 @@ from typing import Any
 
 from jobdeck.domain.errors import ValidationFailed
 from jobdeck.domain.jobtypes import JobType
-from jobdeck.domain.limits import ERROR_CODE_MAX_LENGTH, RESULT_ID_MAX_LENGTH
+from jobdeck.domain.limits import (
+    ERROR_CODE_MAX_LENGTH,
+    RESULT_ID_MAX_LENGTH,
+    TASK_LOG_MAX_BYTES,
+)
 from jobdeck.domain.parameters import substitute
 from jobdeck.worker.builtins import BUILTINS, WRITES_NOTHING, TaskFunction
 from jobdeck.worker.context import CancelFlag, TaskContext, TaskError
@@ -92,8 +96,17 @@ class EventSink:
         self._write_lock = threading.Lock()
         self._events: list[Event] = []
         self._progress: dict[tuple[int, str], int] = {}
+        self._log_limit: _LogLimit | None = None  # the running task's (one at a time)
         self._pending = threading.Event()
         threading.Thread(target=self._flush_later, name="event-flusher", daemon=True).start()
+
+    def limit_log(self, task_id: int, max_bytes: int) -> None:
+        """Send at most ``max_bytes`` of the task's log lines (its job type's
+        ``max_log_bytes``, UTF-8 with a newline each). The lines after the first that does
+        not fit are left out: a warning says so then, and another at the task's finish says
+        how many. The log a task keeps is so much of its beginning."""
+        with self._lock:
+            self._log_limit = _LogLimit(task_id, max_bytes)
 
     def emit(self, event: Event) -> None:
         """Queue ``event`` for the parent.
@@ -103,6 +116,17 @@ class EventSink:
         """
         with self._lock:
             events = self._events
+            limit = self._log_limit
+            if limit is not None and event.task_id == limit.task_id:
+                if isinstance(event, TaskLog):
+                    kept = limit.admit(event)
+                    if kept is None:
+                        return
+                    event = kept
+                elif isinstance(event, TaskFinished):
+                    self._log_limit = None
+                    if limit.left_out:
+                        events.append(limit.summary())
             if (
                 isinstance(event, TaskFinished)
                 and events
@@ -152,6 +176,46 @@ class EventSink:
             self._pending.clear()
             time.sleep(FLUSH_DELAY)
             self.flush()
+
+
+class _LogLimit:
+    """What is left of a task's log limit, and what it has left out."""
+
+    def __init__(self, task_id: int, max_bytes: int) -> None:
+        self.task_id = task_id
+        self.max_bytes = max_bytes
+        self.room = max_bytes
+        self.left_out = 0
+        self.bytes_left_out = 0
+
+    def admit(self, line: TaskLog) -> TaskLog | None:
+        """``line`` if it fits; the warning that the limit is reached in place of the first
+        that does not; None for the lines after it."""
+        size = len(line.message.encode("utf-8", "replace")) + 1
+        if not self.left_out and size <= self.room:
+            self.room -= size
+            return line
+        self.left_out += 1
+        self.bytes_left_out += size
+        if self.left_out > 1:
+            return None
+        return TaskLog(
+            line.task_id,
+            "warning",
+            line.timestamp,
+            f"log limit of {self.max_bytes} bytes reached (the job type's max_log_bytes): "
+            "the task's later lines are left out",
+        )
+
+    def summary(self) -> TaskLog:
+        """The warning at the task's end: how much was left out."""
+        return TaskLog(
+            self.task_id,
+            "warning",
+            time.time(),
+            f"{self.left_out} lines of log ({self.bytes_left_out} bytes) were left out, "
+            f"past the limit of {self.max_bytes} bytes",
+        )
 
 
 def _own_documents(messages: list[Any]) -> list[Any]:
@@ -405,8 +469,10 @@ class Runner:
     def run(self, task: TaskAssignment) -> TaskFinished:
         """Run ``task`` to its end and say how it went."""
         started = time.time()
-        self._sink.emit(TaskStarted(task.task_id, started))
         job_type = self.job_types.get(task.job_type)
+        max_log = job_type.max_log_bytes if job_type is not None else TASK_LOG_MAX_BYTES
+        self._sink.limit_log(task.task_id, max_log)
+        self._sink.emit(TaskStarted(task.task_id, started))
         error: dict[str, Any] | None
         results: list[dict[str, Any]] = []
         self.current = task.task_id

@@ -31,6 +31,8 @@ Keys of a type:
   ``"1-99:2"``, ``"1,5,7-9"``, which may name job parameters (``"{frames}"``). The job gets
   one task per value (per combination, when there are several); a task parameter is an int.
 - ``execution_duration``: default limit in seconds of a job of this type (0: unlimited).
+- ``max_log_bytes``: how much log each task keeps (default 16 MiB); the lines beyond are left
+  out, and a warning in the log says how many.
 - ``description``: free text.
 
 Anything else, or a value of the wrong kind, is an error that names the file and the type.
@@ -43,6 +45,7 @@ from typing import Any
 
 from jobdeck.domain.errors import ValidationFailed
 from jobdeck.domain.jobtypes import BUILTIN_TYPES, JobType, ParameterSpec
+from jobdeck.domain.limits import TASK_LOG_MAX_BYTES
 from jobdeck.domain.parameters import PARAM_TYPES, ParamType, coerce, expand_range
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -56,6 +59,7 @@ _TYPE_KEYS = {
     "parameters",
     "task_parameters",
     "execution_duration",
+    "max_log_bytes",
     "description",
 }
 _PARAMETER_KEYS = {"type", "default", "description"}
@@ -137,6 +141,9 @@ def _job_type(name: str, table: Any) -> JobType:
     duration = table.get("execution_duration", 0)
     if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
         raise ValueError("execution_duration must be a whole number of seconds, 0 or more")
+    max_log_bytes = table.get("max_log_bytes", TASK_LOG_MAX_BYTES)
+    if isinstance(max_log_bytes, bool) or not isinstance(max_log_bytes, int) or max_log_bytes < 0:
+        raise ValueError("max_log_bytes must be a whole number of bytes, 0 or more")
     description = table.get("description", "")
     if not isinstance(description, str):
         raise ValueError("description must be a string")
@@ -149,6 +156,7 @@ def _job_type(name: str, table: Any) -> JobType:
         task_parameters=task_parameters,
         execution_duration=duration,
         description=description,
+        max_log_bytes=max_log_bytes,
     )
 
 

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 BACKLOG_SECONDS = 0.05
 """How much work, by recent task durations, to keep waiting per process."""
+EVENTS_WAITING = 20_000
+"""Up to how many reported events (starts, finishes, log lines) wait for the dispatching
+thread before the pool's reading waits for it (see :meth:`Dispatcher._on_events`)."""
 
 
 def _add_starts(into: dict[int, datetime], starts: Iterable[tuple[int, datetime]]) -> None:
@@ -94,6 +97,7 @@ class Dispatcher:
         self._idle_wait = idle_wait
         self._pool = pool
         self._lock = threading.Lock()
+        self._events_taken = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._events: list[Event] = []
@@ -126,7 +130,10 @@ class Dispatcher:
 
     def stop(self, *, timeout: float = 30.0) -> None:
         """Stop claiming, let running tasks finish (up to ``timeout``), give back the rest."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
+            # The pool's reading must not wait for a dispatching thread that has ended.
+            self._events_taken.notify_all()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
@@ -185,9 +192,16 @@ class Dispatcher:
         self._wake.set()
 
     def _on_events(self, events: list[Event]) -> None:
+        """Take what the pool's processes report (called by the pool's reading thread). Past
+        :data:`EVENTS_WAITING` not yet taken by the dispatching thread (held up by a store
+        slower than its tasks' logs: Engine.append_logs), the pool's reading waits for it:
+        the worker processes' pipes fill, and their tasks wait in turn."""
         with self._lock:
             self._events.extend(events)
-        self._wake.set()
+            self._wake.set()
+            self._events_taken.wait_for(
+                lambda: len(self._events) <= EVENTS_WAITING or self._stop.is_set()
+            )
 
     def _on_changes(self, changes: Changes) -> None:
         with self._lock:
@@ -410,6 +424,7 @@ class Dispatcher:
         finish alone (which says when it began)."""
         with self._lock:
             events, self._events = self._events, []
+            self._events_taken.notify_all()
             jobs_started, self._unrecorded_started = self._unrecorded_started, {}
             outcomes, self._unrecorded = self._unrecorded, []
             since = self._unrecorded_since

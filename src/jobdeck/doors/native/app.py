@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -69,6 +69,12 @@ class JobTypeInfo(BaseModel):
     description: str
     parameters: dict[str, dict[str, Any]]
     task_parameters: dict[str, str]
+    execution_duration: int = Field(
+        description="Seconds a job of this type may run unless it asks otherwise (0: no limit)."
+    )
+    max_log_bytes: int = Field(
+        description="Bytes of log each task keeps; the lines beyond are left out."
+    )
 
 
 def error_response(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
@@ -465,6 +471,8 @@ async def get_job_types(engine: EngineDep, principal: PrincipalDep) -> list[JobT
                 for name, p in t.parameters.items()
             },
             task_parameters=t.task_parameters,
+            execution_duration=t.execution_duration,
+            max_log_bytes=t.max_log_bytes,
         )
         for t in engine.job_types.values()
     ]
