@@ -6,12 +6,21 @@ import pytest
 from sqlalchemy import Engine as Database
 from sqlalchemy import Table, func, select
 
+from jobdeck.domain.errors import ValidationFailed
+from jobdeck.domain.jobtypes import JobType, ParameterSpec
 from jobdeck.domain.records import JobBatchCreated, JobCreate
 from jobdeck.engine.engine import Engine, Principal
 from jobdeck.engine.writer import Tx
 from jobdeck.store.schema import jobs, tasks
 
 ALICE = Principal("alice")
+FRAMES = JobType(
+    name="frames",
+    kind="builtin",
+    target="noop",
+    parameters={"frames": ParameterSpec("string", "1-3")},
+    task_parameters={"frame": "{frames}"},
+)
 
 
 def count(database: Database, table: Table = jobs) -> int:
@@ -83,3 +92,23 @@ def test_jobs_of_a_batch_given_no_parameters_get_their_types_defaults(
     assert [sum(r.task_status_counts.values()) for r in records] == [1, 1, 0, 1, 1, 0]
     assert records[3].parameters == {} and records[5].parameters == {}
     assert (count(database), count(database, tasks)) == (6, 4)
+
+
+def test_a_submission_makes_at_most_as_many_tasks_as_a_job_may_have(
+    engine: Engine, database: Database
+) -> None:
+    # Each job was held to 100,000 tasks, a batch of them to nothing: 20 such jobs in one
+    # request held the writer 13 s and the service at 690 MB, and 10,000 would have taken
+    # all the machine's memory.
+    engine.settings.job_types["frames"] = FRAMES
+    big = JobCreate(job_type="frames", parameters={"frames": "1-60000"}, start=True)
+    with pytest.raises(ValidationFailed) as refused:
+        engine.create_jobs(ALICE, [big, JobCreate(name="idle"), big])
+    assert "at most 100000 tasks" in refused.value.message
+    assert "by job 3 of 3" in refused.value.message
+    assert (count(database), count(database, tasks)) == (0, 0)
+    # Jobs that are not queued yet make no tasks; one job may have all it may.
+    engine.create_jobs(ALICE, [big.model_copy(update={"start": False})] * 3)
+    whole = JobCreate(job_type="frames", parameters={"frames": "1-100000"}, start=True)
+    engine.create_jobs(ALICE, [whole])
+    assert (count(database), count(database, tasks)) == (4, 100_000)

@@ -6,6 +6,7 @@ from typing import Any, Literal
 from jobdeck.domain.errors import ValidationFailed
 from jobdeck.domain.limits import TASK_LOG_MAX_BYTES
 from jobdeck.domain.parameters import (
+    MAX_TASKS_PER_JOB,
     ParamType,
     Scalar,
     expand_range,
@@ -84,8 +85,8 @@ class JobType:
         tasks: list[dict[str, int]] = [{}]
         for name, space in spaces.items():
             tasks = [{**task, name: value} for task in tasks for value in space]
-            if len(tasks) > 100_000:
-                raise ValidationFailed("a job may have at most 100000 tasks")
+            if len(tasks) > MAX_TASKS_PER_JOB:
+                raise ValidationFailed(f"a job may have at most {MAX_TASKS_PER_JOB} tasks")
         return tasks
 
 

@@ -51,7 +51,7 @@ from jobdeck.domain.errors import Conflict, InvalidTransition, NotFound, Validat
 from jobdeck.domain.ids import new_job_id, new_job_ids
 from jobdeck.domain.jobtypes import JobType
 from jobdeck.domain.limits import INT64_MAX
-from jobdeck.domain.parameters import typed
+from jobdeck.domain.parameters import MAX_TASKS_PER_JOB, typed
 from jobdeck.domain.phases import (
     ACTIVE_PHASES,
     FINAL_PHASES,
@@ -134,6 +134,9 @@ _SUMMARY_COLUMNS = (
     jobs.c.end_time,
 )
 
+
+_Prepared = tuple[dict[str, Any], list[dict[str, Any]] | None]
+"""A new job's row, and its tasks' parameters (None until it is queued)."""
 
 # The submit path's inserts, in bulk (see jobdeck.store.bulk).
 _INSERT_JOBS = BulkInsert(
@@ -607,10 +610,19 @@ class Engine:
         """The writer's operation that creates these jobs (checked and prepared here)."""
         submission = self._submission()
         ids = new_job_ids(len(requests)) if job_ids is None else job_ids
-        prepared = [
-            self._prepare(request, submission, job_id)
-            for request, job_id in zip(requests, ids, strict=True)
-        ]
+        prepared: list[_Prepared] = []
+        task_count = 0
+        for request, job_id in zip(requests, ids, strict=True):
+            row, job_tasks = self._prepare(request, submission, job_id)
+            if job_tasks:
+                task_count += len(job_tasks)
+                if task_count > MAX_TASKS_PER_JOB:
+                    raise ValidationFailed(
+                        f"a submission may make at most {MAX_TASKS_PER_JOB} tasks; these "
+                        f"jobs make more by job {len(prepared) + 1} of {len(requests)}",
+                        field="jobs",
+                    )
+            prepared.append((row, job_tasks))
         if idempotency_key is None:
             return lambda tx: self._insert_jobs(tx, principal.user, prepared)
         for index, (row, _tasks) in enumerate(prepared):
@@ -651,9 +663,7 @@ class Engine:
         now = datetime.now().astimezone()
         return _Submission(now=now, default_destruction=self._destruction(None, now))
 
-    def _prepare(
-        self, request: JobCreate, submission: _Submission, job_id: str
-    ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    def _prepare(self, request: JobCreate, submission: _Submission, job_id: str) -> _Prepared:
         """A new job's row (without what every job of its batch shares: see
         :meth:`_insert_jobs`) and its tasks' parameters (None until it is queued)."""
         job_type = self._job_type(request.job_type)
@@ -737,9 +747,7 @@ class Engine:
             return cap
         return seconds
 
-    def _insert_jobs(
-        self, tx: Tx, owner: str, prepared: list[tuple[dict[str, Any], list[dict[str, Any]] | None]]
-    ) -> JobBatchCreated:
+    def _insert_jobs(self, tx: Tx, owner: str, prepared: list[_Prepared]) -> JobBatchCreated:
         pending = timeline_entry(Phase.PENDING, "api", tx.now)
         # One list object for every row of a phase: the bulk insert serialises it once.
         timelines = {
