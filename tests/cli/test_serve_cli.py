@@ -239,3 +239,31 @@ def test_port_0_serves_on_a_free_port_and_says_which(tmp_path: Path, host: str) 
         assert health.status_code == 200
     finally:
         assert stop(process) == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "says"),
+    [
+        (["--config", "bad.toml"], "bad.toml: type 't': kind must be"),
+        (["--db", "mysql://user:secret@host/db"], "jobdeck's stores are PostgreSQL"),
+        (["--db", "postgresql://nobody@127.0.0.1:{port}/none"], "cannot open the store:"),
+        (["--data-dir", "/proc/none"], "cannot use /proc/none"),
+    ],
+)
+def test_what_an_operator_can_put_right_is_one_line_not_a_traceback(
+    tmp_path: Path, arguments: list[str], says: str
+) -> None:
+    (tmp_path / "bad.toml").write_text('[types.t]\nkind = "shell"\n')
+    arguments = [part.replace("{port}", str(free_port())) for part in arguments]
+    result = subprocess.run(
+        [*JOBDECK, "serve", "--port", "0", "--workers", "1", *arguments],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("jobdeck serve: ") and says in result.stderr
+    assert "secret" not in result.stderr

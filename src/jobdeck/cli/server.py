@@ -7,7 +7,8 @@ import signal
 import socket
 import sys
 import threading
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,8 +20,13 @@ from jobdeck.cli.options import (
     DbOption,
     store_options,
 )
+from jobdeck.domain.jobtypes import JobType
 from jobdeck.worker.config import load_job_types
 from jobdeck.worker.pool import ProcessPool
+
+if TYPE_CHECKING:
+    from jobdeck.engine.engine import Engine
+    from jobdeck.service import StoreOptions
 
 LeaseOption = Annotated[
     float,
@@ -80,20 +86,20 @@ def serve(
     listening = _listening_socket(host, port)
     port = listening.getsockname()[1]
     count = os.cpu_count() or 1 if workers is None else workers
-    job_types = load_job_types(config)
+    job_types = _job_types("serve", config)
     pool = ProcessPool(count, job_types)
     pool.spawn()
     # Imported here, so that the client commands of the same program start fast, and after
     # the worker processes were spawned, so that they start while the engine loads; the web
     # stack only once the workers run, so that they work while it loads.
     from jobdeck.engine.maintenance import Maintenance
-    from jobdeck.service import ensure_admin_token, open_engine
+    from jobdeck.service import ensure_admin_token
     from jobdeck.worker.dispatcher import Dispatcher
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     options = store_options(data_dir, db, config, full_sync=full_sync)
     try:
-        engine = open_engine(options, lease_seconds=lease_seconds, job_types=job_types)
+        engine = _open_store("serve", options, lease_seconds=lease_seconds, job_types=job_types)
     except BaseException:
         pool.close(0)
         listening.close()
@@ -147,6 +153,41 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _failed(command: str, message: str) -> typer.Exit:
+    """Say why ``jobdeck COMMAND`` cannot go on, in one line; the exit to raise."""
+    say(f"jobdeck {command}: {message}")
+    return typer.Exit(1)
+
+
+def _job_types(command: str, config: Path | None) -> dict[str, JobType]:
+    """The job types of ``config``; a file that is not right ends the command with one line
+    (it showed a traceback)."""
+    try:
+        return load_job_types(config)
+    except ValueError as error:
+        raise _failed(command, str(error)) from None
+
+
+def _open_store(command: str, options: "StoreOptions", **engine_options: Any) -> "Engine":
+    """The store's engine (:func:`jobdeck.service.open_engine`). What an operator can put
+    right (a URL of another database, a server that does not answer, a data directory that
+    cannot be made) ends the command with one line saying so, not a traceback."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from jobdeck.service import open_engine
+
+    try:
+        return open_engine(options, **engine_options)
+    except DBAPIError as error:
+        reason = str(error.orig if error.orig is not None else error).strip()
+        raise _failed(command, f"cannot open the store: {reason.splitlines()[0]}") from None
+    except OSError as error:
+        raise _failed(command, f"cannot use {error.filename}: {error.strerror}") from None
+    except (ValueError, ArgumentError, CommandError) as error:
+        raise _failed(command, str(error)) from None
+
+
 def _listening_socket(host: str, port: int) -> socket.socket:
     """The service's socket, bound before anything else starts: an address that cannot be
     had (a port in use) ends ``serve`` at once with one line saying so, where uvicorn's own
@@ -188,18 +229,16 @@ def worker(
     if not db.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         raise typer.BadParameter("jobdeck worker needs a PostgreSQL URL", param_hint="--db")
     sys.setswitchinterval(SWITCH_INTERVAL)
-    job_types = load_job_types(config)
+    job_types = _job_types("worker", config)
     pool = ProcessPool(workers or os.cpu_count() or 1, job_types)
     pool.spawn()  # the processes start up while the engine loads
     from jobdeck.engine.maintenance import Maintenance
-    from jobdeck.service import open_engine
     from jobdeck.worker.dispatcher import Dispatcher
 
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(message)s")
+    options = store_options(data_dir, db, config)
     try:
-        engine = open_engine(
-            store_options(data_dir, db, config), lease_seconds=lease_seconds, job_types=job_types
-        )
+        engine = _open_store("worker", options, lease_seconds=lease_seconds, job_types=job_types)
     except BaseException:
         pool.close(0)
         raise
@@ -223,9 +262,7 @@ def worker(
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDirOption = DEFAULT_DATA_DIR, db: DbOption = None) -> None:
     """Apply the database migrations."""
-    from jobdeck.service import open_engine
-
-    open_engine(store_options(data_dir, db)).db.dispose()
+    _open_store("db upgrade", store_options(data_dir, db)).db.dispose()
     say("database is up to date")
 
 
@@ -237,9 +274,7 @@ def token_create(
     db: DbOption = None,
 ) -> None:
     """Create a bearer token for USER and print it (it is shown once)."""
-    from jobdeck.service import open_engine
-
-    engine = open_engine(store_options(data_dir, db))
+    engine = _open_store("token create", store_options(data_dir, db))
     engine.start()
     try:
         print(engine.create_token(user, admin=admin))

@@ -22,12 +22,20 @@ not handed to Alembic at all, whose import alone costs a second of a server's st
 
 
 def database_url(*, db: str | None, data_dir: Path) -> str:
-    """The SQLAlchemy URL for ``--db`` (a PostgreSQL or SQLite URL) or the data directory."""
+    """The SQLAlchemy URL for ``--db`` (a PostgreSQL or SQLite URL) or the data directory.
+    Raises :class:`ValueError` for a URL of another kind."""
     if db is None:
         return f"sqlite:///{data_dir / 'jobdeck.db'}"
     if db.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + db.split("://", 1)[1]
-    return db
+    if db.startswith(("postgresql+psycopg://", "sqlite:///")):
+        return db
+    # The scheme alone: the rest may hold a password.
+    scheme = db.split("://", 1)[0] if "://" in db else db[:20]
+    raise ValueError(
+        "jobdeck's stores are PostgreSQL (postgresql://user@host/database) and SQLite "
+        f"(sqlite:///path), not {scheme!r}"
+    )
 
 
 def open_database(url: str, *, sqlite_synchronous: SqliteSync = "NORMAL") -> Engine:
