@@ -2,7 +2,9 @@
 
 import mimetypes
 import os
+import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
 from jobdeck.worker.context import TaskError
@@ -63,3 +65,9 @@ def spew(params: dict[str, Any], ctx: Any) -> None:
     """Print the numbers 1 to 5000, a line each."""
     for n in range(1, 5001):
         print(n)
+
+
+def leaves_subprocess(params: dict[str, Any], ctx: Any) -> None:
+    """Start a long sleep and return without waiting for it."""
+    sleeper = subprocess.Popen(["sleep", "300"])
+    Path(params["pidfile"]).write_text(str(sleeper.pid))

@@ -81,6 +81,29 @@ TEST_TYPES = {
     "long_code_error": JobType(
         name="long_code_error", kind="python", target="dispatch_jobs:long_code_error"
     ),
+    "leaves_child": JobType(
+        name="leaves_child",
+        kind="command",
+        command=("sh", "-c", "sleep 300 & echo $! > {pidfile}"),
+        parameters={"pidfile": ParameterSpec("path")},
+    ),
+    "leaves_daemon": JobType(
+        name="leaves_daemon",
+        kind="command",
+        command=(
+            "sh",
+            "-c",
+            "(setsid sh -c 'sleep 300 & echo $! > {pidfile}' &); "
+            "while [ ! -s {pidfile} ]; do sleep 0.01; done",
+        ),
+        parameters={"pidfile": ParameterSpec("path")},
+    ),
+    "leaves_subprocess": JobType(
+        name="leaves_subprocess",
+        kind="python",
+        target="dispatch_jobs:leaves_subprocess",
+        parameters={"pidfile": ParameterSpec("path")},
+    ),
     "spew": JobType(
         name="spew",
         kind="command",
@@ -355,6 +378,27 @@ def test_a_task_keeps_the_beginning_of_its_log_up_to_its_type_s_limit(
             f"{left_out} lines of log ({left_out_bytes} bytes) were left out, "
             "past the limit of 1000 bytes"
         )
+
+
+@pytest.mark.parametrize("job_type", ["leaves_child", "leaves_daemon", "leaves_subprocess"])
+def test_what_a_task_leaves_running_is_killed_at_its_end(
+    engine: Engine, dispatcher: Dispatcher, tmp_path: Path, job_type: str
+) -> None:
+    # A background process, a daemon (setsid, its parent gone) or a python task's subprocess
+    # ran on after its task had COMPLETED, past any limit of its job.
+    pidfile = tmp_path / "left.pid"
+    job = submit(engine, job_type, parameters={"pidfile": str(pidfile)})
+    record = finished(engine, job)
+    assert record.phase == "COMPLETED", record.errors
+    left = read_pid(pidfile)
+    deadline = time.monotonic() + 5
+    while alive(left) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(left)
+    messages = [line.message for line in engine.logs(ALICE, job).logs]
+    assert "1 process the task left running killed at its end" in messages
+    # The worker process goes on with the next task.
+    assert finished(engine, submit(engine, "noop")).phase == "COMPLETED"
 
 
 def test_logs_readable_while_running(engine: Engine, dispatcher: Dispatcher) -> None:

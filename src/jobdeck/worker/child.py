@@ -484,8 +484,22 @@ class Runner:
             else:
                 error, results = self._run_python(task, job_type)
         finally:
+            if job_type is None or job_type.kind != "builtin":  # the built-ins start none
+                self._end_left_behind()
             self.current = None
         return TaskFinished(task.task_id, error is None, error, results, started, time.time())
+
+    def _end_left_behind(self) -> None:
+        """A task's processes end with it: what it left running (a command's background
+        child, a daemon, a python task's subprocess) is killed, and its log says so. They
+        ran on, past the task's end and past any limit of its job."""
+        killed = end_left_behind()
+        if killed:
+            self.task_logger.warning(
+                "%d process%s the task left running killed at its end",
+                killed,
+                "" if killed == 1 else "es",
+            )
 
     def _function(self, job_type: JobType) -> TaskFunction:
         if job_type.kind == "builtin":
@@ -740,6 +754,68 @@ def die_with(service: int) -> None:
 
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def adopt_orphans() -> None:
+    """Become the parent of the orphans among this process's descendants (Linux's child
+    subreaper): a process a task left running, even one that made itself a daemon, stays
+    this process's to end (:func:`end_left_behind`)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.warning("cannot adopt what tasks leave running: errno %d", ctypes.get_errno())
+
+
+def end_left_behind() -> int:
+    """Kill the processes the task that just ended left running, and reap them: between
+    tasks, every child of this process is one (a command task's own process has been waited
+    for). How many were running. One system call when there are none."""
+    killed = 0
+    for _ in range(_ROUNDS_FOR_LEFT_BEHIND):
+        if not _has_live_children():
+            break
+        # Their children, orphaned by their deaths, come to this process: the next round.
+        pids = _children_of(os.getpid())
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+    return killed
+
+
+_ROUNDS_FOR_LEFT_BEHIND = 100
+
+
+def _has_live_children() -> bool:
+    """Whether a child of this process still runs; the ones that ended are reaped."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
+
+
+def _children_of(parent: int) -> list[int]:
+    """The running children of ``parent``, from /proc (this kernel may not list a task's
+    children itself)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == parent and fields[0] != b"Z":
+            children.append(int(entry.name))
+    return children
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -752,6 +828,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.service is not None:
         die_with(args.service)
+    adopt_orphans()
     for fd in (args.in_fd, args.out_fd):
         # A command or subprocess of a task must not hold the protocol pipes open.
         os.set_inheritable(fd, False)
