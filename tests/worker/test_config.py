@@ -146,6 +146,11 @@ def test_an_empty_file_has_the_builtins(tmp_path: Path) -> None:
             "execution_duration must be",
         ),
         (
+            # A job keeps it in a 32-bit column: PostgreSQL refused every job of the type.
+            '[types.t]\nkind = "python"\ntarget = "m:f"\nexecution_duration = 2147483648',
+            "execution_duration must be a whole number of seconds, from 0 to 2147483647",
+        ),
+        (
             '[types.t]\nkind = "python"\ntarget = "m:f"\nmax_log_bytes = -1',
             "max_log_bytes must be",
         ),

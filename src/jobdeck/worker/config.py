@@ -45,7 +45,7 @@ from typing import Any
 
 from jobdeck.domain.errors import ValidationFailed
 from jobdeck.domain.jobtypes import BUILTIN_TYPES, JobType, ParameterSpec
-from jobdeck.domain.limits import TASK_LOG_MAX_BYTES
+from jobdeck.domain.limits import INT32_MAX, TASK_LOG_MAX_BYTES
 from jobdeck.domain.parameters import PARAM_TYPES, ParamType, coerce, expand_range
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -139,8 +139,14 @@ def _job_type(name: str, table: Any) -> JobType:
                         f"command element {part!r} names undeclared parameter {reference!r}"
                     )
     duration = table.get("execution_duration", 0)
-    if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
-        raise ValueError("execution_duration must be a whole number of seconds, 0 or more")
+    if (
+        isinstance(duration, bool)
+        or not isinstance(duration, int)
+        or not 0 <= duration <= INT32_MAX  # what a job keeps
+    ):
+        raise ValueError(
+            f"execution_duration must be a whole number of seconds, from 0 to {INT32_MAX}"
+        )
     max_log_bytes = table.get("max_log_bytes", TASK_LOG_MAX_BYTES)
     if isinstance(max_log_bytes, bool) or not isinstance(max_log_bytes, int) or max_log_bytes < 0:
         raise ValueError("max_log_bytes must be a whole number of bytes, 0 or more")
