@@ -267,3 +267,22 @@ def test_what_an_operator_can_put_right_is_one_line_not_a_traceback(
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("jobdeck serve: ") and says in result.stderr
     assert "secret" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_worker_processes_are_bounded_as_through_the_api(tmp_path: Path, command: str) -> None:
+    # PUT /workers took at most 256; --workers took any number, and started them all.
+    arguments = [command, "--workers", "100000"]
+    if command == "worker":
+        arguments += ["--db", "postgresql://nobody@127.0.0.1:1/none"]
+    result = subprocess.run(
+        [*JOBDECK, *arguments],
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},  # the usage error's box, on one line
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--workers" in result.stderr and "less than or equal to 256" in result.stderr

@@ -21,6 +21,7 @@ from jobdeck.cli.options import (
     store_options,
 )
 from jobdeck.domain.jobtypes import JobType
+from jobdeck.domain.limits import MAX_LOCAL_PROCESSES
 from jobdeck.worker.config import load_job_types
 from jobdeck.worker.pool import ProcessPool
 
@@ -68,6 +69,7 @@ def serve(
             help="Local worker processes (default: CPU count; 0: API only). An admin can "
             "change it while the server runs: `jobdeck workers --set N`.",
             min=0,
+            max=MAX_LOCAL_PROCESSES,
         ),
     ] = None,
     full_sync: Annotated[
@@ -217,7 +219,8 @@ def worker(
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
     config: ConfigOption = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: CPU count).")
+        int | None,
+        typer.Option(help="Worker processes (default: CPU count).", min=1, max=MAX_LOCAL_PROCESSES),
     ] = None,
     lease_seconds: LeaseOption = 30.0,
 ) -> None:

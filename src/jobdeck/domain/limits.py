@@ -20,3 +20,5 @@ TASK_LOG_MAX_BYTES = 16 * 2**20
 """Bytes of log a task keeps by default (its job type's ``max_log_bytes``): lines beyond are
 left out and counted, so that a task that prints without end fills neither the store nor
 the service's memory."""
+MAX_LOCAL_PROCESSES = 256
+"""Worker processes one service or ``jobdeck worker`` runs at most."""

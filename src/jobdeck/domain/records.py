@@ -23,6 +23,7 @@ from pydantic import (
 from jobdeck.domain.limits import (
     ERROR_CODE_MAX_LENGTH,
     INT32_MAX,
+    MAX_LOCAL_PROCESSES,
     MIME_TYPE_MAX_LENGTH,
     RESULT_ID_MAX_LENGTH,
     SOURCE_MAX_LENGTH,
@@ -462,9 +463,6 @@ class Stats(BaseModel):
     """Counts of the jobs the caller can see, by phase."""
 
     phases: dict[str, int]
-
-
-MAX_LOCAL_PROCESSES = 256
 
 
 class LocalWorkers(BaseModel):
