@@ -203,8 +203,8 @@ def _listening_socket(host: str, port: int) -> socket.socket:
         listening.bind((host, port))
     except OSError as error:
         listening.close()
-        say(f"jobdeck serve cannot listen on {host} port {port}: {error.strerror or error}")
-        raise typer.Exit(1) from None
+        reason = error.strerror or error
+        raise _failed("serve", f"cannot listen on {host} port {port}: {reason}") from None
     # Listening from now on: a client that connects while the service starts waits for its
     # answer, instead of being refused after "serving on" was printed.
     listening.listen(BACKLOG)

@@ -747,9 +747,7 @@ def die_with(service: int) -> None:
             os.killpg(0, signal.SIGKILL)
 
     signal.signal(signal.SIGUSR2, on_parent_death)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGUSR2, 0, 0, 0) != 0:
-        log.warning("cannot follow the service's end: errno %d", ctypes.get_errno())
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGUSR2, "follow the service's end")
     on_parent_death(signal.SIGUSR2, None)  # gone before the call
 
 
@@ -757,15 +755,20 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
+def _prctl(option: int, value: int, purpose: str) -> None:
+    """Linux's ``prctl(option, value)`` for this process; a refusal is a warning that it
+    cannot ``purpose``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        log.warning("cannot %s: errno %d", purpose, ctypes.get_errno())
+
+
 def adopt_orphans() -> None:
     """Become the parent of the orphans among this process's descendants (Linux's child
     subreaper): a process a task left running, even one that made itself a daemon, stays
     this process's to end (:func:`end_left_behind`)."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        log.warning("cannot adopt what tasks leave running: errno %d", ctypes.get_errno())
+    if sys.platform.startswith("linux"):
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1, "adopt what tasks leave running")
 
 
 def end_left_behind() -> int:

@@ -138,18 +138,9 @@ def _job_type(name: str, table: Any) -> JobType:
                     raise ValueError(
                         f"command element {part!r} names undeclared parameter {reference!r}"
                     )
-    duration = table.get("execution_duration", 0)
-    if (
-        isinstance(duration, bool)
-        or not isinstance(duration, int)
-        or not 0 <= duration <= INT32_MAX  # what a job keeps
-    ):
-        raise ValueError(
-            f"execution_duration must be a whole number of seconds, from 0 to {INT32_MAX}"
-        )
-    max_log_bytes = table.get("max_log_bytes", TASK_LOG_MAX_BYTES)
-    if isinstance(max_log_bytes, bool) or not isinstance(max_log_bytes, int) or max_log_bytes < 0:
-        raise ValueError("max_log_bytes must be a whole number of bytes, 0 or more")
+    # A job keeps its duration in a 32-bit integer.
+    duration = _whole_number(table, "execution_duration", 0, "seconds", most=INT32_MAX)
+    max_log_bytes = _whole_number(table, "max_log_bytes", TASK_LOG_MAX_BYTES, "bytes")
     description = table.get("description", "")
     if not isinstance(description, str):
         raise ValueError("description must be a string")
@@ -164,6 +155,22 @@ def _job_type(name: str, table: Any) -> JobType:
         description=description,
         max_log_bytes=max_log_bytes,
     )
+
+
+def _whole_number(
+    table: dict[str, Any], key: str, default: int, unit: str, *, most: int | None = None
+) -> int:
+    """``table[key]`` (``default`` when absent): a whole number from 0 (to ``most``)."""
+    value = table.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < 0
+        or (most is not None and value > most)
+    ):
+        bounds = "0 or more" if most is None else f"from 0 to {most}"
+        raise ValueError(f"{key} must be a whole number of {unit}, {bounds}")
+    return value
 
 
 def _parameters(table: Any) -> dict[str, ParameterSpec]:
