@@ -70,9 +70,10 @@ def service(tmp_path: Path) -> Iterator[str]:
         stop(process)
 
 
-def run(cwd: Path, url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBDECK_")}
-    env["JOBDECK_URL"] = url
+def jobdeck(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`jobdeck ARGS` run to its end in ``cwd`` (``env``: this process's when None)."""
     return subprocess.run(
         [*JOBDECK, *args],
         cwd=cwd,
@@ -82,6 +83,13 @@ def run(cwd: Path, url: str, *args: str, timeout: float = 60) -> subprocess.Comp
         timeout=timeout,
         check=False,
     )
+
+
+def run(cwd: Path, url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """A client command against the service at ``url``, with no other JOBDECK_ setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBDECK_")}
+    env["JOBDECK_URL"] = url
+    return jobdeck(cwd, *args, env=env, timeout=timeout)
 
 
 def test_submit_wait_logs_results_with_real_workers(service: str, tmp_path: Path) -> None:
@@ -185,14 +193,7 @@ def test_a_port_in_use_ends_serve_at_once_with_one_line_and_nothing_started(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [*JOBDECK, "serve", "--port", str(port), "--workers", "1"],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = jobdeck(tmp_path, "serve", "--port", str(port), "--workers", "1")
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert f"cannot listen on 127.0.0.1 port {port}" in result.stderr
@@ -255,14 +256,7 @@ def test_what_an_operator_can_put_right_is_one_line_not_a_traceback(
 ) -> None:
     (tmp_path / "bad.toml").write_text('[types.t]\nkind = "shell"\n')
     arguments = [part.replace("{port}", str(free_port())) for part in arguments]
-    result = subprocess.run(
-        [*JOBDECK, "serve", "--port", "0", "--workers", "1", *arguments],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = jobdeck(tmp_path, "serve", "--port", "0", "--workers", "1", *arguments)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("jobdeck serve: ") and says in result.stderr
@@ -275,14 +269,7 @@ def test_worker_processes_are_bounded_as_through_the_api(tmp_path: Path, command
     arguments = [command, "--workers", "100000"]
     if command == "worker":
         arguments += ["--db", "postgresql://nobody@127.0.0.1:1/none"]
-    result = subprocess.run(
-        [*JOBDECK, *arguments],
-        cwd=tmp_path,
-        env={**os.environ, "COLUMNS": "200"},  # the usage error's box, on one line
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    # COLUMNS: the usage error's box, its sentence on one line.
+    result = jobdeck(tmp_path, *arguments, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 2
     assert "--workers" in result.stderr and "less than or equal to 256" in result.stderr
